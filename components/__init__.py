@@ -1,0 +1,1 @@
+"""One KFP component per technique; each folder's component.py is a thin wrapper over ``shrink``."""

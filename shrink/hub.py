@@ -1,0 +1,42 @@
+"""The one place that talks to the Hugging Face hub.
+
+Hub ids (``hf:org/name``) are a real code path for users with network, but
+this project must never hang on a machine without one: we probe the endpoint
+once with a short timeout and fail with a clear message instead of letting
+the hub clients retry for minutes.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from urllib.parse import urlparse
+
+from shrink.errors import ShrinkError
+
+PREFIX = "hf:"
+
+
+def is_hub_id(spec: str) -> bool:
+    return spec.startswith(PREFIX)
+
+
+def hub_id(spec: str) -> str:
+    return spec[len(PREFIX) :].strip("/")
+
+
+def ensure_reachable(spec: str, timeout: float = 3.0) -> None:
+    """Raise a one-line ShrinkError when the hub cannot be reached, before any client retries."""
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        raise ShrinkError(f"{spec}: HF_HUB_OFFLINE is set; use a local copy (a directory or s3:// URI) instead")
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    url = urlparse(endpoint)
+    host, port = url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise ShrinkError(
+            f"{spec}: the Hugging Face hub at {endpoint} is unreachable ({exc.__class__.__name__}: {exc}); "
+            "use a local copy (a directory or s3:// URI) instead"
+        ) from None

