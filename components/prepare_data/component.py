@@ -13,7 +13,7 @@ def prepare_data(data: dict, dataset: Output[Dataset], metrics: Output[Metrics])
         dataset: The canonical DatasetDict (save_to_disk) with ``shrink-data.json``.
         metrics: Example counts per split and the number of labels.
     """
-    from shrink.cli import component_main
+    from shrink.logs import component_main
     from shrink.config import DataConfig, from_dict
     from shrink.data import prepare
 
