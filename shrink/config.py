@@ -281,6 +281,17 @@ class BenchmarkConfig:
 
 
 @dataclass
+class PruneConfig:
+    """Magnitude, movement and structured pruning (owned by shrink/prune.py)."""
+
+    enabled: bool = False
+    methods: list[Literal["magnitude", "movement", "structured"]] = field(default_factory=lambda: ["movement"])
+    target_sparsity: float = 0.9
+    initial_sparsity: float = 0.0
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+@dataclass
 class Toleration:
     """A Kubernetes toleration, as kfp-kubernetes takes it."""
 
@@ -371,6 +382,7 @@ class PipelineConfig:
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     quantize: QuantizeConfig = field(default_factory=QuantizeConfig)
+    prune: PruneConfig = field(default_factory=PruneConfig)
     benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
     gate: dict[str, Any] = field(default_factory=dict)
     placement: PlacementConfig = field(default_factory=PlacementConfig)
