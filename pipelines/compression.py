@@ -1,0 +1,159 @@
+"""The compression DAG: prepare data, teacher, distillation search, INT8 / ONNX variants, benchmark, gate, promote.
+
+    prepare_data -> train_teacher -> teacher_logits -> ParallelFor(distill trials) -> select_student
+        student -> quantize_torch
+        student -> export_onnx -> optimize_onnx -> quantize_ort_dynamic, quantize_ort_static
+        student -> prune (movement) / prune_structured            (when prune.enabled)
+    every candidate, teacher included -> benchmark (one at a time) -> gate -> promote
+
+The same function builds the pipeline for kfp.local and for a cluster; the config
+fills the parameters' defaults (so a run started from the KFP UI form uses the
+config's values unless changed) and the compile-time placement and images.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from kfp import dsl
+from kfp.dsl import HTML, Artifact
+
+from components.benchmark.component import benchmark as benchmark_op
+from components.distill.component import distill as distill_op
+from components.export_onnx.component import export_onnx as export_onnx_op
+from components.gate.component import gate as gate_op
+from components.optimize_onnx.component import optimize_onnx as optimize_onnx_op
+from components.prepare_data.component import prepare_data as prepare_data_op
+from components.promote.component import promote as promote_op
+from components.prune.component import prune as prune_op
+from components.prune_structured.component import prune_structured as prune_structured_op
+from components.quantize_ort_dynamic.component import quantize_ort_dynamic as quantize_ort_dynamic_op
+from components.quantize_ort_static.component import quantize_ort_static as quantize_ort_static_op
+from components.quantize_torch.component import quantize_torch as quantize_torch_op
+from components.select_student.component import select_student as select_student_op
+from components.teacher_logits.component import teacher_logits as teacher_logits_op
+from components.train_teacher.component import train_teacher as train_teacher_op
+from pipelines.images import image_for
+from pipelines.placement import place
+from shrink.config import PipelineConfig, to_dict
+
+# Steps whose output depends only on their inputs and seeds: safe to cache.
+CACHED = {
+    "prepare_data", "train_teacher", "teacher_logits", "distill", "select_student", "quantize_torch",
+    "export_onnx", "optimize_onnx", "quantize_ort_dynamic", "quantize_ort_static", "prune", "prune_structured",
+}
+# Steps that read from or write to the network (hub, object store): retried with backoff.
+NETWORK = {"prepare_data", "train_teacher", "promote"}
+GPU = {"train_teacher", "teacher_logits", "distill", "prune", "prune_structured"}
+
+
+def build_pipeline(cfg: PipelineConfig):
+    """Return the KFP pipeline function for ``cfg`` (parameters default to the config's values)."""
+
+    def step(task: dsl.PipelineTask, name: str, display: str) -> dsl.PipelineTask:
+        task.set_display_name(display)
+        task.set_container_image(image_for(name, cfg.images))
+        task.set_caching_options(enable_caching=name in CACHED)
+        if name in NETWORK:
+            task.set_retry(num_retries=3, backoff_duration="30s", backoff_factor=2.0, backoff_max_duration="600s")
+        pool = cfg.placement.gpu if name in GPU else cfg.placement.benchmark if name == "benchmark" else cfg.placement.cpu
+        return place(task, pool)
+
+    prune_methods = [m for m in cfg.prune.methods if m != "structured"] if cfg.prune.enabled else []
+    structured = cfg.prune.enabled and "structured" in cfg.prune.methods
+
+    class Outputs(NamedTuple):
+        decision: Artifact
+        report: HTML
+        chosen: str
+
+    @dsl.pipeline(name=cfg.name, description=f"Compress a transformer classifier for {cfg.model_name} and promote the best model that meets the SLOs.")
+    def compression(
+        data: dict = to_dict(cfg.data),
+        teacher: dict = to_dict(cfg.teacher),
+        distill: dict = to_dict(cfg.distill),
+        trials: list = cfg.distill.search.trials(),
+        quantize: dict = to_dict(cfg.quantize),
+        prune: dict = to_dict(cfg.prune),
+        benchmark: dict = to_dict(cfg.benchmark),
+        gate: dict = cfg.gate,
+        model_name: str = cfg.model_name,
+    ) -> Outputs:
+        """Distil, quantize, optimize and benchmark a classifier; promote the best one that meets the SLOs.
+
+        Args:
+            data: Data source and subset: CLINC150 JSON, CSV directory, hf:<id>, saved dataset or s3:// URI.
+            teacher: Base encoder to fine-tune, or an already fine-tuned teacher checkpoint, and its training settings.
+            distill: Student initialisation (layers kept from the teacher or a checkpoint) and training settings.
+            trials: Distillation trials, one dict of alpha, temperature and learning_rate per trial.
+            quantize: ONNX opset, INT8 options (per-channel, embeddings, calibration) and runtime threads.
+            prune: Pruning methods and target sparsity.
+            benchmark: Warm-up, timed requests, batch sizes, threads, instance price.
+            gate: SLOs, selection policy and model registry.
+            model_name: Name of the model in the registry (s3://<bucket>/<model_name>/<version>/).
+        """
+        prep = step(prepare_data_op(data=data), "prepare_data", "Prepare data")
+        dataset = prep.outputs["dataset"]
+        tt = step(train_teacher_op(dataset=dataset, teacher=teacher), "train_teacher", "Teacher: fine-tune or import")
+        teacher_model = tt.outputs["model"]
+        logits = step(teacher_logits_op(dataset=dataset, teacher=teacher_model), "teacher_logits", "Teacher logits")
+
+        with dsl.ParallelFor(items=trials, parallelism=cfg.distill.search.parallelism, name="distill-trials") as trial:
+            trial_task = step(
+                distill_op(dataset=dataset, teacher=teacher_model, logits=logits.outputs["logits"], distill=distill, trial=trial),
+                "distill", "Distil student (trial)",
+            )
+        pick = step(select_student_op(students=dsl.Collected(trial_task.outputs["student"])), "select_student", "Pick best student")
+        student = pick.outputs["best"]
+
+        models = {"teacher": teacher_model, "student": student}
+        qt = step(quantize_torch_op(model=student, quantize=quantize), "quantize_torch", "PyTorch dynamic INT8")
+        models["torch_int8"] = qt.outputs["out"]
+        onnx = step(export_onnx_op(model=student, quantize=quantize, dataset=dataset), "export_onnx", "Export ONNX")
+        models["onnx_fp32"] = onnx.outputs["out"]
+        opt = step(optimize_onnx_op(model=onnx.outputs["out"], quantize=quantize), "optimize_onnx", "ORT graph optimization")
+        models["onnx_optimized"] = opt.outputs["out"]
+        dyn = step(quantize_ort_dynamic_op(model=opt.outputs["out"], quantize=quantize), "quantize_ort_dynamic", "ORT INT8 dynamic")
+        models["ort_int8_dynamic"] = dyn.outputs["out"]
+        sta = step(quantize_ort_static_op(model=opt.outputs["out"], quantize=quantize, dataset=dataset), "quantize_ort_static", "ORT INT8 static")
+        models["ort_int8_static"] = sta.outputs["out"]
+        for method in prune_methods:
+            pr = step(prune_op(dataset=dataset, teacher=teacher_model, student=student, prune=prune, method=method), "prune", f"Prune ({method})")
+            models[f"pruned_{method}"] = pr.outputs["pruned"]
+        if structured:
+            ps = step(prune_structured_op(dataset=dataset, teacher=teacher_model, student=student, prune=prune), "prune_structured", "Prune (structured)")
+            models["pruned_structured"] = ps.outputs["pruned"]
+
+        # Benchmarks run one after another: candidates never share cores while being timed.
+        results, previous = {}, None
+        for name, model in models.items():
+            bench = step(benchmark_op(model=model, dataset=dataset, benchmark=benchmark, candidate=name), "benchmark", f"Benchmark {name}")
+            if previous is not None:
+                bench.after(previous)
+            results[name], previous = bench.outputs["result"], bench
+
+        gate_inputs = {k: v for k, v in results.items() if k in GATE_INPUTS}
+        decision = step(gate_op(gate=gate, **gate_inputs), "gate", "SLO gate")
+        promote_inputs = {k: v for k, v in models.items() if k in GATE_INPUTS}
+        step(
+            promote_op(decision=decision.outputs["decision"], gate=gate, model_name=model_name, **promote_inputs),
+            "promote", "Promote to production",
+        )
+        return Outputs(decision=decision.outputs["decision"], report=decision.outputs["report"], chosen=decision.outputs["Output"])
+
+    return compression
+
+
+# Candidate names the gate and promote components take as inputs.
+GATE_INPUTS = (
+    "teacher", "student", "torch_int8", "onnx_fp32", "onnx_optimized", "ort_int8_dynamic", "ort_int8_static",
+    "pruned_movement", "pruned_magnitude", "pruned_structured",
+)
+
+
+def compile_pipeline(cfg: PipelineConfig, output: str) -> str:
+    """Write the KFP IR YAML for ``cfg``; the file loads back with ``kfp.components.load_component_from_file``."""
+    from kfp import compiler
+
+    compiler.Compiler().compile(build_pipeline(cfg), package_path=output)
+    return output

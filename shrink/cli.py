@@ -1,0 +1,190 @@
+"""The ``shrink`` command line.
+
+    shrink store up|down|status         the local SeaweedFS object store
+    shrink data --config C              prepare the data and print what was loaded
+    shrink run --config C               run the whole pipeline locally (kfp.local)
+    shrink compile --config C -o F      write the KFP IR YAML for a cluster
+    shrink submit|schedule|runs ...     start, schedule and list runs on Kubeflow
+    shrink promote --rollback ...       point production back at the previous version
+
+Expected failures (bad input, a store that is down) print one ``error:`` line
+and exit 1; a traceback means a bug.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from shrink.errors import ShrinkError
+
+
+def _config(args):
+    from shrink.config import load_pipeline_config
+
+    return load_pipeline_config(args.config)
+
+
+def cmd_store(args) -> int:
+    from shrink import storage
+
+    if args.action == "up":
+        server = storage.store_up(args.state_dir, s3_port=args.port)
+        print(f"SeaweedFS S3 at {server.endpoint} (data in {server.data_dir}); credentials in {Path(args.state_dir) / storage.ENV_FILE}")
+    elif args.action == "down":
+        print("stopped" if storage.store_down(args.state_dir) else "not running")
+    else:
+        server = storage.store_status(args.state_dir)
+        if server is None:
+            print("not running")
+            return 3
+        print(f"running: {server.endpoint} pid {server.pid}")
+    return 0
+
+
+def cmd_data(args) -> int:
+    from shrink.data import describe, load_dataset
+
+    cfg = _config(args)
+    info = describe(load_dataset(cfg.data), cfg.data.source)
+    counts = " / ".join(f"{info.counts[s]:,} {s}" for s in ("train", "validation", "test"))
+    print(f"{cfg.data.source}: {counts}; {len(info.label_names)} labels" + (" (oos included)" if info.has_oos else ""))
+    return 0
+
+
+def cmd_run(args) -> int:
+    from pipelines.local import run_local
+    from shrink import storage
+
+    cfg = _config(args)
+    storage.load_local_env(args.state_dir)
+    try:
+        summary = run_local(cfg, run_id=args.run_id, results_dir=args.results, state_dir=args.state_dir, caching=not args.no_cache)
+    except RuntimeError as exc:  # kfp.local: a task failed; its own error line is in the log above
+        raise ShrinkError(str(exc).splitlines()[0]) from None
+    from shrink.report import format_table
+
+    print(format_table(summary["decision"]))
+    chosen = summary["chosen"] or "nothing (no candidate met the SLOs)"
+    print(f"\npromoted: {chosen}")
+    print(f"results:  {summary['results_dir']}/ (summary.json, decision.json, report.html); also results/latest/")
+    print(f"artifacts: {summary['pipeline_root']}")
+    return 0
+
+
+def cmd_compile(args) -> int:
+    from pipelines.cluster import validate_placement
+    from pipelines.compression import compile_pipeline
+
+    cfg = _config(args)
+    validate_placement(cfg)
+    print(compile_pipeline(cfg, args.output))
+    return 0
+
+
+def cmd_submit(args) -> int:
+    from pipelines import cluster
+
+    cfg = _config(args)
+    url = cluster.submit(cfg, host=args.host, token=args.token, experiment=args.experiment)
+    print(url)
+    return 0
+
+
+def cmd_schedule(args) -> int:
+    from pipelines import cluster
+
+    cfg = _config(args)
+    print(cluster.schedule(cfg, host=args.host, token=args.token, experiment=args.experiment, cron=args.cron,
+                           max_concurrency=args.max_concurrency))
+    return 0
+
+
+def cmd_runs(args) -> int:
+    from pipelines import cluster
+
+    for run in cluster.list_runs(host=args.host, token=args.token, experiment=args.experiment, limit=args.limit):
+        print(json.dumps(run))
+    return 0
+
+
+def cmd_promote(args) -> int:
+    from shrink import promote, storage
+
+    storage.load_local_env(args.state_dir)
+    if not args.rollback:
+        raise ShrinkError("promote: promotion happens in the pipeline's gate; use --rollback to restore the previous version")
+    pointer = promote.rollback(args.model_name, args.registry)
+    print(f"production -> {pointer['version']} ({pointer['uri']})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="shrink", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--state-dir", default=".shrink", help="local state: object store data, runs, cache")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("store", help="run the local SeaweedFS object store")
+    p.add_argument("action", choices=["up", "down", "status"])
+    p.add_argument("--port", type=int, default=8333, help="S3 port on 127.0.0.1")
+    p.set_defaults(func=cmd_store)
+
+    p = sub.add_parser("data", help="load the configured data and print its splits and labels")
+    p.add_argument("--config", required=True)
+    p.set_defaults(func=cmd_data)
+
+    p = sub.add_parser("run", help="run the pipeline locally with kfp.local")
+    p.add_argument("--config", required=True)
+    p.add_argument("--run-id")
+    p.add_argument("--results", default="results")
+    p.add_argument("--no-cache", action="store_true", help="recompute every step")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("compile", help="write the KFP IR YAML")
+    p.add_argument("--config", required=True)
+    p.add_argument("-o", "--output", default="pipeline.yaml")
+    p.set_defaults(func=cmd_compile)
+
+    for name, func, help_ in (("submit", cmd_submit, "start a run on Kubeflow"),
+                              ("schedule", cmd_schedule, "create a recurring run on Kubeflow"),
+                              ("runs", cmd_runs, "list recent runs on Kubeflow")):
+        p = sub.add_parser(name, help=help_)
+        if name != "runs":
+            p.add_argument("--config", required=True)
+        p.add_argument("--host", required=True, help="KFP API endpoint, e.g. https://kubeflow.example.com/pipeline")
+        p.add_argument("--token", help="bearer token (default: the kfp SDK's usual credentials)")
+        p.add_argument("--experiment", default="shrink")
+        if name == "schedule":
+            p.add_argument("--cron", required=True, help="six-field cron, e.g. '0 0 3 * * 1' (Mondays 03:00)")
+            p.add_argument("--max-concurrency", type=int, default=1)
+        if name == "runs":
+            p.add_argument("--limit", type=int, default=10)
+        p.set_defaults(func=func)
+
+    p = sub.add_parser("promote", help="manage the production alias")
+    p.add_argument("--rollback", action="store_true", help="point production at the previous version")
+    p.add_argument("--model-name", required=True)
+    p.add_argument("--registry", default="s3://shrink-models", help="registry root URI")
+    p.set_defaults(func=cmd_promote)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from shrink.logs import setup_logging
+
+    args = build_parser().parse_args(argv)
+    setup_logging()
+    try:
+        return args.func(args)
+    except ShrinkError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
