@@ -51,7 +51,9 @@ def client():
         read_timeout=60,
         s3={"addressing_style": "path"},
     )
-    return boto3.client(
+    # A fresh session each time: boto3's default session caches credentials, and the
+    # environment may change (tests, `shrink store up` in the same process).
+    return boto3.session.Session().client(
         "s3",
         endpoint_url=endpoint_url(),
         region_name=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),

@@ -1,0 +1,108 @@
+import json
+
+import pytest
+
+from shrink.config import DataConfig
+from shrink.data import load_dataset, load_prepared, prepare, texts_fingerprint
+from shrink.errors import ShrinkError
+from tests.conftest import BANKING, SLICE_LABELS
+
+
+def test_clinc150_full_counts(clinc_dir):
+    dd = load_dataset(DataConfig(source=str(clinc_dir)))
+    assert {s: len(dd[s]) for s in dd} == {"train": 15250, "validation": 3100, "test": 5500}
+    names = dd["train"].features["label"].names
+    assert len(names) == 151 and "oos" in names and names == sorted(names)
+    # oos merged into every split
+    oos = names.index("oos")
+    assert dd["test"]["label"].count(oos) == 1000 and dd["train"]["label"].count(oos) == 250
+
+
+def test_banking77_carves_stratified_validation_and_loses_nothing():
+    dd = load_dataset(DataConfig(source=str(BANKING), seed=7))
+    assert len(dd["train"]) + len(dd["validation"]) == 10003 and len(dd["test"]) == 3080
+    assert len(dd["train"].features["label"].names) == 77
+    assert set(dd["validation"]["label"]) == set(range(77))  # stratified: every class in validation
+    again = load_dataset(DataConfig(source=str(BANKING), seed=7))
+    assert dd["validation"]["text"] == again["validation"]["text"]  # fixed seed, same carve
+
+
+def test_label_subset_and_cap(slice_config):
+    dd = load_dataset(slice_config)
+    assert dd["train"].features["label"].names == sorted(SLICE_LABELS)
+    for split in dd:
+        counts = {}
+        for y in dd[split]["label"]:
+            counts[y] = counts.get(y, 0) + 1
+        assert max(counts.values()) <= 40
+
+
+def test_prepared_round_trip(clinc_slice):
+    dd, info = load_prepared(clinc_slice)
+    assert info.label_names == dd["train"].features["label"].names
+    assert info.fingerprints["test"] == texts_fingerprint(dd["test"]["text"])
+    assert info.has_oos
+
+
+def _clinc(tmp_path, payload):
+    path = tmp_path / "data_oos_plus.json"
+    path.write_text(payload if isinstance(payload, str) else json.dumps(payload))
+    return path
+
+
+def test_bad_clinc_inputs_name_file_and_row(tmp_path):
+    with pytest.raises(ShrinkError, match="data_oos_plus.json: cannot read CLINC150 JSON"):
+        load_dataset(DataConfig(source=str(_clinc(tmp_path, "{not json"))))
+    good = {"train": [["hi", "greet"]], "val": [["hello", "greet"]], "test": [["hey", "greet"]]}
+    bad_row = {**good, "train": [["hi", "greet"], ["", "greet"]]}
+    with pytest.raises(ShrinkError, match=r"train\[1\]: row has no text"):
+        load_dataset(DataConfig(source=str(_clinc(tmp_path, bad_row))))
+    unseen = {**good, "test": [["bye", "farewell"]]}
+    with pytest.raises(ShrinkError, match="test labels absent from train: \\['farewell'\\]"):
+        load_dataset(DataConfig(source=str(_clinc(tmp_path, unseen))))
+    empty = {**good, "val": []}
+    with pytest.raises(ShrinkError, match="the validation split is empty"):
+        load_dataset(DataConfig(source=str(_clinc(tmp_path, empty))))
+
+
+def test_bad_csv_inputs(tmp_path):
+    (tmp_path / "train.csv").write_text("text,category\nhello,a\n,b\n")
+    (tmp_path / "test.csv").write_text("text,category\nhi,a\n")
+    with pytest.raises(ShrinkError, match=r"train.csv:3: row has no text"):
+        load_dataset(DataConfig(source=str(tmp_path)))
+    (tmp_path / "train.csv").write_text("sentence_x,y\nhello,a\n")
+    with pytest.raises(ShrinkError, match="train.csv: cannot find a text column"):
+        load_dataset(DataConfig(source=str(tmp_path)))
+    (tmp_path / "test.csv").unlink()
+    with pytest.raises(ShrinkError, match="test.csv: file not found"):
+        load_dataset(DataConfig(source=str(tmp_path)))
+
+
+def test_missing_source_and_unknown_subset(tmp_path, clinc_dir):
+    with pytest.raises(ShrinkError, match="nowhere: dataset not found"):
+        load_dataset(DataConfig(source=str(tmp_path / "nowhere")))
+    with pytest.raises(ShrinkError, match="labels not in the training split"):
+        load_dataset(DataConfig(source=str(clinc_dir), labels=["no_such_intent"]))
+
+
+def test_hub_offline_fails_fast(monkeypatch):
+    import time
+
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # discard port: nothing listens
+    start = time.monotonic()
+    with pytest.raises(ShrinkError, match="hf:clinc_oos/plus: the Hugging Face hub .* is unreachable"):
+        load_dataset(DataConfig(source="hf:clinc_oos/plus"))
+    assert time.monotonic() - start < 10
+
+
+def test_save_to_disk_source(tmp_path, slice_config):
+    dd = load_dataset(slice_config)
+    dd.save_to_disk(str(tmp_path / "saved"))
+    again = load_dataset(DataConfig(source=str(tmp_path / "saved")))
+    assert again["test"]["text"] == dd["test"]["text"]
+    assert again["train"].features["label"].names == dd["train"].features["label"].names
+
+
+def test_prepare_writes_info(tmp_path, slice_config):
+    info = prepare(slice_config, tmp_path / "out")
+    assert json.loads((tmp_path / "out" / "shrink-data.json").read_text())["counts"] == info.counts
