@@ -11,8 +11,8 @@ fills the parameters' defaults (so a run started from the KFP UI form uses the
 config's values unless changed) and the compile-time placement and images.
 """
 
-from __future__ import annotations
 
+from dataclasses import is_dataclass
 from typing import NamedTuple
 
 from kfp import dsl
@@ -47,6 +47,18 @@ NETWORK = {"prepare_data", "train_teacher", "promote"}
 GPU = {"train_teacher", "teacher_logits", "distill", "prune", "prune_structured"}
 
 
+def _param(obj):
+    """A config section as a KFP parameter default: protobuf Values cannot hold null, and an
+    omitted key takes the dataclass default when the component rebuilds the section."""
+    if is_dataclass(obj):
+        obj = to_dict(obj)
+    if isinstance(obj, dict):
+        return {k: _param(v) for k, v in obj.items() if v is not None}
+    if isinstance(obj, list):
+        return [_param(v) for v in obj]
+    return obj
+
+
 def build_pipeline(cfg: PipelineConfig):
     """Return the KFP pipeline function for ``cfg`` (parameters default to the config's values)."""
 
@@ -69,14 +81,14 @@ def build_pipeline(cfg: PipelineConfig):
 
     @dsl.pipeline(name=cfg.name, description=f"Compress a transformer classifier for {cfg.model_name} and promote the best model that meets the SLOs.")
     def compression(
-        data: dict = to_dict(cfg.data),
-        teacher: dict = to_dict(cfg.teacher),
-        distill: dict = to_dict(cfg.distill),
+        data: dict = _param(cfg.data),
+        teacher: dict = _param(cfg.teacher),
+        distill: dict = _param(cfg.distill),
         trials: list = cfg.distill.search.trials(),
-        quantize: dict = to_dict(cfg.quantize),
-        prune: dict = to_dict(cfg.prune),
-        benchmark: dict = to_dict(cfg.benchmark),
-        gate: dict = cfg.gate,
+        quantize: dict = _param(cfg.quantize),
+        prune: dict = _param(cfg.prune),
+        benchmark: dict = _param(cfg.benchmark),
+        gate: dict = _param(cfg.gate),
         model_name: str = cfg.model_name,
     ) -> Outputs:
         """Distil, quantize, optimize and benchmark a classifier; promote the best one that meets the SLOs.
@@ -133,7 +145,7 @@ def build_pipeline(cfg: PipelineConfig):
             results[name], previous = bench.outputs["result"], bench
 
         gate_inputs = {k: v for k, v in results.items() if k in GATE_INPUTS}
-        decision = step(gate_op(gate=gate, **gate_inputs), "gate", "SLO gate")
+        decision = step(gate_op(gate=gate, model_name=model_name, **gate_inputs), "gate", "SLO gate")
         promote_inputs = {k: v for k, v in models.items() if k in GATE_INPUTS}
         step(
             promote_op(decision=decision.outputs["decision"], gate=gate, model_name=model_name, **promote_inputs),

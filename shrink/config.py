@@ -171,7 +171,12 @@ class DataConfig:
 
 @dataclass
 class TrainConfig:
-    """Optimisation settings shared by teacher fine-tuning, distillation and pruning."""
+    """Optimisation settings shared by teacher fine-tuning, distillation and pruning.
+
+    ``early_stopping_patience`` counts epochs without a better validation accuracy
+    (0 turns early stopping off); ``max_steps`` caps optimizer steps (smoke runs);
+    ``device`` ``auto`` takes CUDA when present and every CPU core otherwise.
+    """
 
     epochs: int = 4
     learning_rate: float = 1e-4
@@ -182,13 +187,20 @@ class TrainConfig:
     early_stopping_patience: int = 2
     seed: int = 42
     max_steps: int | None = None
+    max_grad_norm: float = 1.0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
 
     def check(self, where: str) -> None:
+        """Reject settings that would fail or silently do nothing once training starts."""
         _require(self.epochs > 0, f"{where}.epochs", "must be > 0")
         _require(self.learning_rate > 0, f"{where}.learning_rate", "must be > 0")
         _require(self.batch_size > 0, f"{where}.batch_size", "must be > 0")
+        _require(self.weight_decay >= 0, f"{where}.weight_decay", "must be >= 0")
         _require(0 <= self.warmup_ratio < 1, f"{where}.warmup_ratio", "must be in [0, 1)")
         _require(self.max_length >= 8, f"{where}.max_length", "must be >= 8")
+        _require(self.early_stopping_patience >= 0, f"{where}.early_stopping_patience", "must be >= 0")
+        _require(self.max_steps is None or self.max_steps > 0, f"{where}.max_steps", "must be > 0")
+        _require(self.max_grad_norm > 0, f"{where}.max_grad_norm", "must be > 0")
 
 
 @dataclass
@@ -204,6 +216,7 @@ class TeacherConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def check(self, where: str) -> None:
+        """A teacher needs something to start from."""
         _require(bool(self.base_model or self.checkpoint), where, "name a base_model or a checkpoint")
 
 
@@ -217,6 +230,7 @@ class SearchConfig:
     parallelism: int = 4
 
     def check(self, where: str) -> None:
+        """An empty or out-of-range grid fails here, not after the teacher has trained."""
         for name in ("alpha", "temperature", "learning_rate"):
             _require(bool(getattr(self, name)), f"{where}.{name}", "the search space is empty")
         _require(all(0 <= a <= 1 for a in self.alpha), f"{where}.alpha", "every alpha must be in [0, 1]")
@@ -243,6 +257,14 @@ class DistillConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
 
+    def check(self, where: str) -> None:
+        """Layer indices must be distinct and >= 0; the upper bound (teacher depth) is checked later."""
+        if self.student_checkpoint is None:
+            layers = self.student_layers
+            _require(bool(layers), f"{where}.student_layers", "name at least one teacher layer to keep")
+            _require(all(i >= 0 for i in layers), f"{where}.student_layers", f"{layers}: must be >= 0")
+            _require(len(set(layers)) == len(layers), f"{where}.student_layers", f"{layers}: repeats a layer")
+
 
 @dataclass
 class RuntimeConfig:
@@ -253,6 +275,11 @@ class RuntimeConfig:
     graph_optimization_level: Literal["disable", "basic", "extended", "all"] = "all"
     execution_provider: str = "CPUExecutionProvider"
 
+    def check(self, where: str) -> None:
+        _require(self.intra_op_threads >= 0, f"{where}.intra_op_threads", "must be >= 0 (0: ONNX Runtime decides)")
+        _require(self.inter_op_threads >= 0, f"{where}.inter_op_threads", "must be >= 0 (0: ONNX Runtime decides)")
+        _require(bool(self.execution_provider.strip()), f"{where}.execution_provider", "must not be empty")
+
 
 @dataclass
 class QuantizeConfig:
@@ -260,35 +287,112 @@ class QuantizeConfig:
 
     opset: int = 17
     per_channel: bool = False
+    reduce_range: bool = False
     quantize_embeddings: bool = True
+    # Module / ONNX node names containing one of these stay FP32: the pooler and classifier see one
+    # vector per text, so their rounding error does not average out, and they hold < 2% of the weights.
+    keep_fp32: list[str] = field(default_factory=lambda: ["pooler", "classifier"])
+    parity_samples: int = 500
     calibration_samples: int = 256
     calibration_method: Literal["minmax", "entropy", "percentile"] = "minmax"
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
+    def check(self, where: str) -> None:
+        _require(self.opset >= 17, f"{where}.opset", f"{self.opset} is too old; LayerNormalization needs >= 17")
+        _require(self.parity_samples > 0, f"{where}.parity_samples", "must be > 0")
+        _require(self.calibration_samples > 0, f"{where}.calibration_samples", "must be > 0")
+
 
 @dataclass
 class BenchmarkConfig:
-    """How candidates are measured (owned by shrink/benchmark.py)."""
+    """How candidates are measured (owned by shrink/benchmark.py).
+
+    ``latency_samples`` timed batch-1 requests follow ``warmup`` untimed ones;
+    ``throughput_queries`` queries are run at each of ``batch_sizes``. ``seed``
+    fixes the order of the test queries, so every candidate sees the same
+    requests. ``instance_cores`` is how many cores the instance priced at
+    ``instance_price_per_hour`` has (default: the CPUs this benchmark may use).
+    """
 
     warmup: int = 50
     latency_samples: int = 1000
     batch_sizes: list[int] = field(default_factory=lambda: [8, 32])
     intra_op_threads: int = 1
     max_eval_examples: int | None = None
+    eval_batch_size: int = 64
+    throughput_queries: int = 1024
     bootstrap_resamples: int = 1000
+    seed: int = 0
     instance_type: str = "local"
     instance_price_per_hour: float = 0.0
+    instance_cores: int | None = None
+
+    def check(self, where: str) -> None:
+        """Reject settings that would produce no figures rather than wrong ones later."""
+        _require(self.warmup >= 0, f"{where}.warmup", "must be >= 0")
+        _require(self.latency_samples >= 1, f"{where}.latency_samples", "must be >= 1")
+        _require(all(b >= 1 for b in self.batch_sizes), f"{where}.batch_sizes", "each must be >= 1")
+        _require(self.intra_op_threads >= 1, f"{where}.intra_op_threads", "must be >= 1")
+        _require(self.max_eval_examples is None or self.max_eval_examples >= 1, f"{where}.max_eval_examples",
+                 "must be >= 1")
+        _require(self.eval_batch_size >= 1, f"{where}.eval_batch_size", "must be >= 1")
+        _require(self.throughput_queries >= 1, f"{where}.throughput_queries", "must be >= 1")
+        _require(self.bootstrap_resamples >= 10, f"{where}.bootstrap_resamples", "must be >= 10")
+        _require(self.instance_price_per_hour >= 0, f"{where}.instance_price_per_hour", "must be >= 0")
+        _require(self.instance_cores is None or self.instance_cores >= 1, f"{where}.instance_cores",
+                 "must be >= 1")
 
 
 @dataclass
 class PruneConfig:
-    """Magnitude, movement and structured pruning (owned by shrink/prune.py)."""
+    """Magnitude, movement and structured pruning (owned by shrink/prune.py).
+
+    Unstructured sparsity rises from ``initial_sparsity`` to ``target_sparsity`` on
+    Zhu & Gupta's cubic schedule over ``schedule_steps`` optimiser steps, starting
+    at ``schedule_start``; ``None`` means 10% and 60% of the training steps, so
+    the model trains dense first and recovers at the final sparsity last.
+    ``head_fraction`` / ``ffn_fraction`` are the shares of attention heads and FFN
+    neurons structured pruning removes from every layer.
+    """
 
     enabled: bool = False
-    methods: list[Literal["magnitude", "movement", "structured"]] = field(default_factory=lambda: ["movement"])
+    methods: list[Literal["magnitude", "movement", "structured"]] = field(
+        default_factory=lambda: ["movement"]
+    )
     target_sparsity: float = 0.9
     initial_sparsity: float = 0.0
+    scope: Literal["global", "per_layer"] = "global"
+    include_embeddings: bool = False
+    include_classifier: bool = False
+    schedule_start: int | None = None
+    schedule_steps: int | None = None
+    update_every: int = 10
+    scores_learning_rate: float = 1e-2
+    head_fraction: float = 0.5
+    ffn_fraction: float = 0.5
+    importance_examples: int = 1024
+    alpha: float = 0.5
+    temperature: float = 2.0
     train: TrainConfig = field(default_factory=TrainConfig)
+
+    def check(self, where: str) -> None:
+        """Sparsities and fractions in [0, 1): pruning everything leaves no model."""
+        for name in ("target_sparsity", "initial_sparsity", "head_fraction", "ffn_fraction"):
+            value = getattr(self, name)
+            _require(0 <= value < 1, f"{where}.{name}", f"must be in [0, 1), got {value}")
+        _require(
+            self.initial_sparsity <= self.target_sparsity,
+            f"{where}.initial_sparsity",
+            f"{self.initial_sparsity} is above target_sparsity {self.target_sparsity}",
+        )
+        start, steps = self.schedule_start, self.schedule_steps
+        _require(start is None or start >= 0, f"{where}.schedule_start", "must be >= 0")
+        _require(steps is None or steps > 0, f"{where}.schedule_steps", "must be > 0")
+        _require(self.update_every > 0, f"{where}.update_every", "must be > 0")
+        _require(self.scores_learning_rate > 0, f"{where}.scores_learning_rate", "must be > 0")
+        _require(self.importance_examples > 0, f"{where}.importance_examples", "must be > 0")
+        _require(0 <= self.alpha <= 1, f"{where}.alpha", "must be in [0, 1]")
+        _require(self.temperature > 0, f"{where}.temperature", "must be > 0")
 
 
 @dataclass

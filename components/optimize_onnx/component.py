@@ -1,0 +1,28 @@
+"""KFP component: fuse an ONNX BERT-class graph with the ONNX Runtime transformers optimizer."""
+
+from kfp import dsl
+from kfp.dsl import Input, Metrics, Model, Output
+
+
+@dsl.component(base_image="shrink-optimize-onnx", install_kfp_package=False)
+def optimize_onnx(model: Input[Model], quantize: dict, out: Output[Model], metrics: Output[Metrics]):
+    """Fuse Attention, SkipLayerNormalization, Gelu and EmbedLayerNormalization; check predictions unchanged.
+
+    Args:
+        model: An ONNX FP32 artifact from export_onnx.
+        quantize: The ``quantize`` section of the pipeline config (runtime settings).
+        out: The fused ONNX FP32 artifact (missing fusions listed in ``extra.warnings``), parent = ``model``.
+        metrics: Count of each fused operator, number of fusion warnings, agreement with PyTorch FP32.
+    """
+    from shrink.config import QuantizeConfig, from_dict
+    from shrink.logs import component_main
+    from shrink.onnx_export import optimize_onnx as run
+
+    with component_main("optimize_onnx"):
+        cfg = from_dict(QuantizeConfig, quantize, "quantize")
+        meta = run(model.path, out.path, cfg, parent_uri=model.uri)
+        out.metadata.update({"format": meta.format, "precision": meta.precision, "technique": meta.technique,
+                             "content_hash": meta.content_hash(), "warnings": meta.extra.get("warnings", [])})
+        for name, value in meta.metrics.items():
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                metrics.log_metric(name, value)

@@ -1,0 +1,28 @@
+"""KFP component: ONNX Runtime dynamic INT8 of an ONNX classifier."""
+
+from kfp import dsl
+from kfp.dsl import Input, Metrics, Model, Output
+
+
+@dsl.component(base_image="shrink-quantize-ort-dynamic", install_kfp_package=False)
+def quantize_ort_dynamic(model: Input[Model], quantize: dict, out: Output[Model], metrics: Output[Metrics]):
+    """Quantize MatMul / Attention weights and the embeddings to INT8; activations are quantized at run time.
+
+    Args:
+        model: An ONNX FP32 artifact (best: the optimized one from optimize_onnx).
+        quantize: The ``quantize`` section of the pipeline config (per_channel, reduce_range, embeddings).
+        out: The ONNX INT8 artifact, parent = ``model``.
+        metrics: File size (MB), compression, argmax agreement with PyTorch FP32 on the parity slice.
+    """
+    from shrink.config import QuantizeConfig, from_dict
+    from shrink.logs import component_main
+    from shrink.quantize import quantize_ort_dynamic as run
+
+    with component_main("quantize_ort_dynamic"):
+        cfg = from_dict(QuantizeConfig, quantize, "quantize")
+        meta = run(model.path, out.path, cfg, parent_uri=model.uri)
+        out.metadata.update({"format": meta.format, "precision": meta.precision, "technique": meta.technique,
+                             "content_hash": meta.content_hash()})
+        for name, value in meta.metrics.items():
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                metrics.log_metric(name, value)

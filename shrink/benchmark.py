@@ -1,0 +1,569 @@
+"""Measure one candidate model the way production will see it; the gate decides on these figures.
+
+Every candidate, whatever its format, is loaded through
+:func:`shrink.runtime.open_classifier`, so what is measured is what ships. The
+timing runs in a FRESH worker process (``python -m shrink.benchmark --worker``):
+peak memory and load time then belong to this model alone, not to whatever the
+caller loaded before, and no earlier candidate's threads or caches linger. The
+caller runs candidates one after another, never in parallel, so they never share
+cores while being timed.
+
+Latency is what a request sees: tokenize, run, argmax, batch 1, real test
+queries in a fixed (seeded) order so their lengths follow the real distribution,
+after a warm-up. Thread counts are fixed by the config (torch and ORT alike):
+comparing a 1-thread FP32 model with a 4-thread INT8 one would measure the
+threads, not the compression.
+
+Command line (a single candidate, by hand)::
+
+    python -m shrink.benchmark MODEL_DIR DATASET_DIR --candidate student [--config c.yaml] [--out r.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from shrink.artifact import META_FILE, ArtifactMeta, model_files, read_meta
+from shrink.config import BenchmarkConfig, from_dict, load_yaml, to_dict
+from shrink.errors import ShrinkError
+from shrink.metrics import accuracy_report, bootstrap_ci, confusion_matrix, percentiles
+
+__all__ = [
+    "SCHEMA", "Measurement", "accuracy_report", "bootstrap_ci", "confusion_matrix", "count_parameters",
+    "eval_selection", "flat_metrics", "measure", "percentiles", "run_benchmark", "size_report",
+    "write_record",
+]
+
+SCHEMA = "shrink.benchmark/v1"
+# Sizes are in MiB (2**20 bytes), the unit of the usual reference figures: BERT-base FP32 is "418 MB".
+MB = 1024 * 1024
+
+# --------------------------------------------------------------------------- size
+
+# safetensors dtype -> (bytes per element, unsigned view used to test "is zero" bit-exactly)
+_ST_DTYPES = {
+    "F64": (8, np.uint64), "F32": (4, np.uint32), "F16": (2, np.uint16), "BF16": (2, np.uint16),
+    "F8_E4M3": (1, np.uint8), "F8_E5M2": (1, np.uint8),
+    "I64": (8, np.int64), "I32": (4, np.int32), "I16": (2, np.int16), "I8": (1, np.int8),
+    "U64": (8, np.uint64), "U32": (4, np.uint32), "U16": (2, np.uint16), "U8": (1, np.uint8),
+    "BOOL": (1, np.uint8),
+}
+# Everything but the sign bit: +0.0 and -0.0 are both zero weights.
+_FLOAT_MAGNITUDE = {"F64": 0x7FFF_FFFF_FFFF_FFFF, "F32": 0x7FFF_FFFF, "F16": 0x7FFF, "BF16": 0x7FFF,
+                    "F8_E4M3": 0x7F, "F8_E5M2": 0x7F}
+
+
+def _safetensors_counts(buf: Any, where: str) -> tuple[int, int]:
+    """(elements, non-zero elements) of every tensor in a safetensors blob, read without a framework.
+
+    Parsing the header directly counts any dtype (bf16, fp8, int8 with scales)
+    exactly and never materialises more than one tensor at a time.
+    """
+    data = np.frombuffer(buf, dtype=np.uint8)
+    if data.size < 8:
+        raise ShrinkError(f"{where}: not a safetensors file (too short)")
+    n = int(data[:8].view("<u8")[0])
+    try:
+        header = json.loads(bytes(data[8 : 8 + n]))
+    except (ValueError, UnicodeDecodeError):
+        raise ShrinkError(f"{where}: not a safetensors file (bad header)") from None
+    base = 8 + n
+    total = nonzero = 0
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        dtype = info.get("dtype")
+        if dtype not in _ST_DTYPES:
+            raise ShrinkError(f"{where}: tensor {name!r} has dtype {dtype!r} this benchmark cannot count")
+        size, view = _ST_DTYPES[dtype]
+        count = math.prod(info["shape"])
+        begin, end = info["data_offsets"]
+        if end - begin != count * size or base + end > data.size:
+            raise ShrinkError(f"{where}: tensor {name!r} has inconsistent offsets (truncated file?)")
+        values = np.frombuffer(data, dtype=view, count=count, offset=base + begin)
+        if dtype in _FLOAT_MAGNITUDE:
+            values = values & view(_FLOAT_MAGNITUDE[dtype])
+        total += count
+        nonzero += int(np.count_nonzero(values))
+    return total, nonzero
+
+
+def _onnx_counts(path: Path) -> tuple[int, int]:
+    """(elements, non-zero elements) of an ONNX graph's initializers, external data included."""
+    import onnx
+    from onnx import numpy_helper
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # noqa: BLE001 - onnx raises DecodeError and friends
+        raise ShrinkError(f"{path}: not a readable ONNX model: {exc}".splitlines()[0]) from None
+    total = nonzero = 0
+    for init in model.graph.initializer:
+        arr = numpy_helper.to_array(init, base_dir=str(path.parent))
+        total += int(arr.size)
+        nonzero += int(np.count_nonzero(arr))
+    for sparse in model.graph.sparse_initializer:
+        total += math.prod(sparse.dims)
+        nonzero += int(np.count_nonzero(numpy_helper.to_array(sparse.values, base_dir=str(path.parent))))
+    return total, nonzero
+
+
+def count_parameters(model_dir: str | Path, meta: ArtifactMeta | None = None) -> tuple[int, int]:
+    """(parameters, non-zero parameters) stored in an artifact's weight files.
+
+    "Parameters" are the values stored on disk: for an INT8 model that includes
+    its scales and zero points, for ONNX every initializer. Non-zero is counted
+    on the stored values, which is what unstructured pruning changes.
+    """
+    root = Path(model_dir)
+    meta = meta or read_meta(root)
+    total = nonzero = 0
+    for rel in model_files(root, meta):
+        path = root / rel
+        if rel.endswith(".safetensors"):
+            with open(path, "rb") as fh:
+                counts = _safetensors_counts(np.fromfile(fh, dtype=np.uint8), str(path))
+        elif rel.endswith(".safetensors.zst"):
+            import zstandard
+
+            with open(path, "rb") as fh:
+                blob = zstandard.ZstdDecompressor().stream_reader(fh).read()
+            counts = _safetensors_counts(blob, str(path))
+        elif rel.endswith(".onnx"):
+            counts = _onnx_counts(path)
+        else:
+            continue  # ONNX external data (.data) is counted through its .onnx file
+        total += counts[0]
+        nonzero += counts[1]
+    return total, nonzero
+
+
+def size_report(model_dir: str | Path, meta: ArtifactMeta | None = None) -> dict[str, Any]:
+    """The ``size`` section: bytes of the weight files and of the whole artifact, and parameter counts."""
+    root = Path(model_dir)
+    meta = meta or read_meta(root)
+    weights = model_files(root, meta)
+    if not weights:
+        raise ShrinkError(f"{root / META_FILE}: lists no weight files (.safetensors, .onnx, .data, .zst)")
+    model_bytes = sum(weights.values())
+    artifact_bytes = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+    params, nonzero = count_parameters(root, meta)
+    return {
+        "model_bytes": int(model_bytes),
+        "model_mb": model_bytes / MB,
+        "artifact_bytes": int(artifact_bytes),
+        "parameters": int(params),
+        "nonzero_parameters": int(nonzero),
+    }
+
+
+# --------------------------------------------------------------------------- the worker process
+
+
+def _peak_rss_mb() -> float:
+    """Peak resident memory of THIS process image in MiB.
+
+    /proc's VmHWM, not getrusage: ru_maxrss survives exec, so a worker started by
+    a large parent would report the parent's peak instead of its own.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024 / MB
+    except OSError:
+        pass
+    import resource
+
+    scale = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB on Linux
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / MB
+
+
+def _import_runtime(meta: ArtifactMeta) -> None:
+    """Import the libraries a format needs, so load time measures the artifact, not Python imports."""
+    import transformers  # noqa: F401 - the tokenizer comes from here for every format
+
+    if meta.format == "onnx":
+        import onnxruntime  # noqa: F401
+    else:
+        import torch  # noqa: F401
+
+
+def _set_threads(threads: int) -> int:
+    """Fix torch's intra-op threads and a single inter-op thread (ORT takes its own from the session)."""
+    try:
+        import torch
+    except ImportError:
+        return 1
+    torch.set_num_threads(threads)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:  # already set in this process; the worker is fresh, so this only happens in-process
+        pass
+    return 1
+
+
+def _worker(req: dict[str, Any]) -> dict[str, Any]:
+    """Load one model and time it; runs inside the fresh worker process."""
+    from shrink.logs import log, progress
+    from shrink.runtime import open_classifier
+
+    model_dir = Path(req["model_dir"])
+    threads = int(req["intra_op_threads"])
+    meta = read_meta(model_dir, verify=False)  # open_classifier verifies; this only picks the libraries
+    _import_runtime(meta)
+    inter_op = _set_threads(threads)
+    if meta.format == "onnx":
+        inter_op = int(meta.runtime.get("inter_op_threads", 1))
+
+    start = time.perf_counter()
+    try:
+        clf = open_classifier(model_dir, threads=threads)
+    except (ImportError, AttributeError) as exc:  # a custom loader named in shrink.json that does not exist
+        raise ShrinkError(f"{model_dir / META_FILE}: cannot load this format ({exc})") from None
+    load_time = time.perf_counter() - start
+    log.info("loaded %s (%s/%s) in %.2fs", model_dir, meta.format, meta.precision, load_time)
+
+    texts: list[str] = req["latency_texts"]
+    width = clf.logits(clf.encode(texts[:1])).shape[-1]
+    if width != len(meta.label_names):
+        raise ShrinkError(
+            f"{model_dir}: model outputs {width} logits but shrink.json names {len(meta.label_names)} labels"
+        )
+
+    n = len(texts)
+    for i in range(int(req["warmup"])):
+        clf.predict([texts[i % n]])
+    samples = int(req["latency_samples"])
+    gc.collect()
+    latency = []
+    for i in progress(range(samples), "latency (batch 1)"):
+        text = texts[i % n]
+        t0 = time.perf_counter()
+        clf.predict([text])
+        latency.append((time.perf_counter() - t0) * 1e3)
+
+    encoded = [clf.encode([t]) for t in texts[: min(n, samples)]]
+    for enc in encoded[: int(req["warmup"])]:
+        clf.logits(enc)
+    gc.collect()
+    model_ms = []
+    for i in progress(range(samples), "model time (batch 1, pre-tokenized)"):
+        enc = encoded[i % len(encoded)]
+        t0 = time.perf_counter()
+        clf.logits(enc)
+        model_ms.append((time.perf_counter() - t0) * 1e3)
+    peak_rss = _peak_rss_mb()  # serving batch 1: before the larger throughput and accuracy batches
+
+    throughput = {}
+    for b in req["batch_sizes"]:
+        batches = math.ceil(int(req["throughput_queries"]) / b)
+        cycled = [[texts[(k * b + j) % n] for j in range(b)] for k in range(batches + 1)]
+        clf.predict(cycled[0])  # warm-up at this shape
+        gc.collect()
+        t0 = time.perf_counter()
+        for batch in progress(cycled[1:], f"throughput (batch {b})"):
+            clf.predict(batch)
+        throughput[str(b)] = batches * b / (time.perf_counter() - t0)
+
+    eval_texts: list[str] = req["eval_texts"]
+    bs = int(req["eval_batch_size"])
+    predictions: list[int] = []
+    for i in progress(range(0, len(eval_texts), bs), "accuracy", total=math.ceil(len(eval_texts) / bs)):
+        predictions.extend(int(p) for p in clf.predict(eval_texts[i : i + bs]))
+
+    return {
+        "predictions": predictions,
+        "latency_ms": latency,
+        "model_ms": model_ms,
+        "throughput_qps": throughput,
+        "peak_rss_mb": peak_rss,
+        "load_time_s": load_time,
+        "threads": {"intra_op": threads, "inter_op": inter_op},
+    }
+
+
+def _worker_main(request_path: str, result_path: str) -> int:
+    from shrink.logs import setup_logging
+
+    setup_logging()
+    req = json.loads(Path(request_path).read_text())
+    try:
+        out = _worker(req)
+        code = 0
+    except ShrinkError as exc:
+        out, code = {"error": str(exc)}, 2
+    Path(result_path).write_text(json.dumps(out))
+    return code
+
+
+def _run_worker(req: dict[str, Any]) -> dict[str, Any]:
+    """Run :func:`_worker` in a fresh Python process and return what it measured."""
+    threads = str(req["intra_op_threads"])
+    env = dict(os.environ)
+    # Native thread pools read these at import: set them before torch/ORT/tokenizers start in the worker.
+    env.update({"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "TOKENIZERS_PARALLELISM": "false"})
+    src = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join([src, *filter(None, [env.get("PYTHONPATH")])])
+    with tempfile.TemporaryDirectory(prefix="shrink-bench-") as tmp:
+        req_path, out_path = Path(tmp) / "request.json", Path(tmp) / "result.json"
+        req_path.write_text(json.dumps(req))
+        cmd = [sys.executable, "-m", "shrink.benchmark", "--worker", str(req_path), str(out_path)]
+        proc = subprocess.run(cmd, env=env, check=False)
+        if not out_path.is_file():
+            rc = proc.returncode
+            why = f"killed by signal {-rc}" if rc < 0 else f"exit code {rc}"
+            hint = " (out of memory? raise the step's memory limit)" if rc == -9 else "; see its log above"
+            raise ShrinkError(f"{req['model_dir']}: benchmark worker failed: {why}{hint}")
+        out = json.loads(out_path.read_text())
+    if "error" in out:
+        raise ShrinkError(out["error"])
+    return out
+
+
+# --------------------------------------------------------------------------- orchestration
+
+
+@dataclass
+class Measurement:
+    """A benchmark record plus the confusion matrix behind its accuracy (for KFP's ClassificationMetrics)."""
+
+    record: dict[str, Any]
+    confusion: list[list[int]]
+    label_names: list[str]
+
+
+def _check_loadable(model_dir: Path, meta: ArtifactMeta) -> None:
+    """Refuse, before any measuring, an artifact the runtime cannot open."""
+    import importlib.util
+
+    where = model_dir / META_FILE
+    loader = meta.extra.get("loader")
+    if loader:
+        module, _, func = str(loader).partition(":")
+        if not module.startswith("shrink.") or not func or importlib.util.find_spec(module) is None:
+            raise ShrinkError(
+                f"{where}: unknown format: loader {loader!r} is not an installed shrink.<module>:<function>"
+            )
+    elif meta.format == "onnx":
+        name = meta.extra.get("model_file", "model.onnx")
+        if name not in meta.files:
+            raise ShrinkError(f"{where}: ONNX artifact without its model file {name!r}")
+    elif not any(rel.endswith(".safetensors") for rel in meta.files):
+        raise ShrinkError(f"{where}: PyTorch artifact without .safetensors weights and without a loader")
+
+
+def eval_selection(n: int, cfg: BenchmarkConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(indices evaluated for accuracy, in dataset order; the same indices in the seeded request order).
+
+    The request order is a seeded shuffle because test splits are usually grouped
+    by class: the first 1,000 queries in file order would be a few intents' worth
+    of lengths, not the real length distribution.
+    """
+    order = np.random.default_rng(cfg.seed).permutation(n)
+    if cfg.max_eval_examples is not None and cfg.max_eval_examples < n:
+        order = order[: cfg.max_eval_examples]
+    return np.sort(order), order
+
+
+def measure(
+    model_dir: str | Path,
+    dataset_dir: str | Path,
+    cfg: BenchmarkConfig,
+    candidate: str,
+    model_uri: str | None = None,
+) -> Measurement:
+    """Benchmark one artifact on a prepared dataset's test split; see :func:`run_benchmark`."""
+    from shrink.data import load_prepared, texts_fingerprint
+    from shrink.hardware import hardware_info
+    from shrink.logs import log
+    from shrink.models import check_labels
+
+    started = time.time()
+    model_dir, dataset_dir = Path(model_dir), Path(dataset_dir)
+    cfg.check("benchmark")
+    meta = read_meta(model_dir)  # every sha256 verified: a tampered artifact stops here
+    _check_loadable(model_dir, meta)
+    dd, info = load_prepared(dataset_dir)
+    check_labels(meta.label_names, info.label_names, str(model_dir / META_FILE), str(dataset_dir))
+    test = dd["test"]
+    texts, labels = list(test["text"]), np.asarray(test["label"], dtype=np.int64)
+    if not texts:
+        raise ShrinkError(f"{dataset_dir}: the test split is empty")
+    eval_idx, request_idx = eval_selection(len(texts), cfg)
+    eval_texts = [texts[i] for i in eval_idx]
+
+    size = size_report(model_dir, meta)
+    hardware = hardware_info(cfg.intra_op_threads)
+    log.info("benchmarking %s (%s, %.1f MB, %d params) on %d test examples",
+             candidate, meta.technique, size["model_mb"], size["parameters"], len(eval_texts))
+    out = _run_worker({
+        "model_dir": str(model_dir),
+        "eval_texts": eval_texts,
+        "latency_texts": [texts[i] for i in request_idx],
+        "warmup": cfg.warmup,
+        "latency_samples": cfg.latency_samples,
+        "batch_sizes": list(cfg.batch_sizes),
+        "throughput_queries": cfg.throughput_queries,
+        "intra_op_threads": cfg.intra_op_threads,
+        "eval_batch_size": cfg.eval_batch_size,
+    })
+
+    y_true = labels[eval_idx]
+    y_pred = np.asarray(out["predictions"], dtype=np.int64)
+    lat = percentiles(out["latency_ms"])
+    model_lat = percentiles(out["model_ms"])
+    ci = {
+        f"p{q}_ci95": list(bootstrap_ci(out["latency_ms"], q, cfg.bootstrap_resamples, seed=cfg.seed))
+        for q in (50, 95)
+    }
+    cores = hardware["cores_used"]
+    # One request at a time per core: capacity is 1 / mean service time (not 1 / p50).
+    qps_per_core = 1000.0 / lat["mean"] / cores
+    instance_cores = cfg.instance_cores or hardware["logical_cpus"]
+    usd_per_million = cfg.instance_price_per_hour / 3600.0 / (qps_per_core * instance_cores) * 1e6
+    artifact = meta.as_parent(model_uri)
+    record = {
+        "schema": SCHEMA,
+        "candidate": candidate,
+        "artifact": {**{k: artifact[k] for k in ("technique", "format", "precision", "content_hash", "uri")},
+                     "lineage": meta.lineage},
+        "label_names": list(meta.label_names),
+        "dataset": {
+            "split": "test",
+            "examples": len(eval_texts),
+            "fingerprint": texts_fingerprint(eval_texts),
+            "has_oos": info.has_oos,
+        },
+        "accuracy": accuracy_report(y_true, y_pred, info.label_names),
+        "latency_ms": {
+            **lat, **ci, "model_p50": model_lat["p50"], "model_p95": model_lat["p95"], "warmup": cfg.warmup
+        },
+        "throughput_qps": out["throughput_qps"],
+        "size": size,
+        "memory": {"peak_rss_mb": out["peak_rss_mb"]},
+        "load_time_s": out["load_time_s"],
+        "threads": out["threads"],
+        "hardware": hardware,
+        "cost": {"qps_per_core": qps_per_core, "usd_per_million": usd_per_million,
+                 "instance_type": cfg.instance_type, "instance_price_per_hour": cfg.instance_price_per_hour},
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "duration_s": time.time() - started,
+    }
+    acc = record["accuracy"]
+    log.info("%s: accuracy %.4f, p50 %.2f ms, p95 %.2f ms, %.1f MB, peak RSS %.0f MB (%.0fs)",
+             candidate, acc["accuracy"], lat["p50"], lat["p95"], size["model_mb"], out["peak_rss_mb"],
+             record["duration_s"])
+    cm = confusion_matrix(y_true, y_pred, len(info.label_names))
+    return Measurement(record=record, confusion=cm.tolist(), label_names=list(info.label_names))
+
+
+def run_benchmark(
+    model_dir: str | Path,
+    dataset_dir: str | Path,
+    cfg: BenchmarkConfig,
+    candidate: str,
+    model_uri: str | None = None,
+) -> dict[str, Any]:
+    """Benchmark one candidate artifact on a prepared dataset; returns the ``shrink.benchmark/v1`` record.
+
+    Accuracy is computed on the whole test split (or ``max_eval_examples`` of it);
+    latency, throughput, memory and load time are measured in a fresh process.
+
+    Raises:
+        ShrinkError: the artifact's files do not match their hashes, its format or
+            loader is unknown, or its label names differ from the dataset's. Nothing
+            is measured in these cases.
+    """
+    return measure(model_dir, dataset_dir, cfg, candidate, model_uri).record
+
+
+def write_record(record: dict[str, Any], path: str | Path) -> Path:
+    """Write a record as JSON (the benchmark component's ``result`` file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=2))
+    return path
+
+
+def flat_metrics(record: dict[str, Any]) -> dict[str, float]:
+    """The numbers worth a column in the KFP UI: one flat name per figure, no nulls."""
+    acc, lat, size = record["accuracy"], record["latency_ms"], record["size"]
+    flat = {
+        "accuracy": acc["accuracy"], "in_scope_accuracy": acc["in_scope_accuracy"],
+        "oos_recall": acc["oos_recall"], "oos_precision": acc["oos_precision"],
+        "macro_f1": acc["macro_f1"], "majority_fraction": acc["majority_fraction"],
+        "p50_ms": lat["p50"], "p95_ms": lat["p95"], "p99_ms": lat["p99"], "mean_ms": lat["mean"],
+        "model_p50_ms": lat["model_p50"],
+        "size_mb": size["model_mb"], "parameters": size["parameters"],
+        "nonzero_parameters": size["nonzero_parameters"],
+        **{f"qps_b{b}": q for b, q in record["throughput_qps"].items()},
+        "peak_rss_mb": record["memory"]["peak_rss_mb"], "load_time_s": record["load_time_s"],
+        "qps_per_core": record["cost"]["qps_per_core"], "usd_per_million": record["cost"]["usd_per_million"],
+    }
+    return {k: float(v) for k, v in flat.items() if v is not None}
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Benchmark one artifact from the command line, or (``--worker``) serve as the measuring process."""
+    parser = argparse.ArgumentParser(prog="python -m shrink.benchmark", description=__doc__.splitlines()[0])
+    parser.add_argument("--worker", nargs=2, metavar=("REQUEST", "RESULT"), help=argparse.SUPPRESS)
+    parser.add_argument("model_dir", nargs="?")
+    parser.add_argument("dataset_dir", nargs="?")
+    parser.add_argument("--candidate", default="candidate")
+    parser.add_argument("--config", help="YAML file: a benchmark section, or a pipeline config holding one")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
+                        help="override a setting, e.g. latency_samples=200")
+    parser.add_argument("--out", help="write the JSON record here (default: stdout)")
+    args = parser.parse_args(argv)
+    if args.worker:
+        return _worker_main(*args.worker)
+    if not args.model_dir or not args.dataset_dir:
+        parser.error("MODEL_DIR and DATASET_DIR are required")
+    from shrink.logs import setup_logging
+
+    setup_logging()
+    try:
+        cfg = BenchmarkConfig()
+        if args.config:
+            import yaml
+
+            raw = yaml.safe_load(Path(args.config).read_text()) or {}
+            section = "benchmark" if isinstance(raw, dict) and "benchmark" in raw else None
+            cfg = load_yaml(BenchmarkConfig, args.config, section)
+        overrides = {}
+        for item in args.set:
+            key, _, value = item.partition("=")
+            try:
+                overrides[key] = json.loads(value)
+            except ValueError:
+                overrides[key] = value
+        cfg = from_dict(BenchmarkConfig, {**to_dict(cfg), **overrides}, "benchmark")
+        record = run_benchmark(args.model_dir, args.dataset_dir, cfg, args.candidate, args.model_dir)
+    except ShrinkError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if args.out:
+        write_record(record, args.out)
+    else:
+        print(json.dumps(record, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,478 @@
+"""The SLO gate: which candidate, if any, may go to production, and why.
+
+The gate fails closed. A candidate is promoted only when its benchmark record
+is complete, it was measured on the baseline's hardware and test set, it has
+not collapsed onto one class, and it meets every goal. Relative goals are
+resolved into absolute limits against the teacher measured in the same run (and
+the model behind the ``production`` alias, for champion/challenger); the
+decision keeps both the goal as written and the limit it became, so a reader
+can check every verdict by hand. When nothing passes, nothing is promoted and
+the decision names the candidate that came closest.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+from shrink.errors import ShrinkError
+from shrink.slo import HIGHER, METRICS, GateConfig, Goal
+
+SCHEMA = "shrink.benchmark/v1"
+DECISION_SCHEMA = "shrink.decision/v1"
+BASELINE = "teacher"
+# Relative slack on comparisons: 0.9 - 0.01 must not fail 0.89 by a rounding error.
+EPS = 1e-9
+
+# Policy -> sort keys of the candidates that pass, first key decides, the rest break ties.
+POLICY_KEYS = {
+    "lowest_p95": ("p95_ms", "-accuracy", "size_mb"),
+    "smallest_size": ("size_mb", "p95_ms", "-accuracy"),
+    "highest_accuracy": ("-accuracy", "p95_ms", "size_mb"),
+    "highest_throughput": ("-throughput_qps", "p95_ms", "-accuracy", "size_mb"),
+    "lowest_memory": ("memory_mb", "p95_ms", "-accuracy", "size_mb"),
+}
+
+
+# --------------------------------------------------------------------------- records
+
+
+def _number(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _get(record: dict, path: tuple[str, ...]) -> Any:
+    value: Any = record
+    for key in path:
+        if not isinstance(value, dict) or key not in value:
+            return None
+        value = value[key]
+    return value
+
+
+def record_problems(record: Any) -> list[str]:
+    """Why a benchmark record cannot be trusted (empty when it can)."""
+    if not isinstance(record, dict):
+        return [f"benchmark record is not a JSON object ({type(record).__name__})"]
+    if record.get("error"):
+        return [str(record["error"])]
+    if record.get("schema") != SCHEMA:
+        return [f"schema is {record.get('schema')!r}, expected {SCHEMA!r}"]
+    problems = []
+    required = {
+        ("accuracy", "accuracy"): "fraction",
+        ("accuracy", "majority_fraction"): "fraction",
+        ("latency_ms", "p50"): "positive",
+        ("latency_ms", "p95"): "positive",
+        ("size", "model_mb"): "nonnegative",
+    }
+    for path, rule in required.items():
+        value = _get(record, path)
+        name = ".".join(path)
+        if value is None:
+            problems.append(f"{name} is missing")
+        elif not _number(value):
+            problems.append(f"{name} is not a finite number ({value!r})")
+        elif rule == "fraction" and not 0 <= value <= 1:
+            problems.append(f"{name} = {value} is outside [0, 1]")
+        elif rule == "positive" and value <= 0:
+            problems.append(f"{name} = {value} must be > 0")
+        elif rule == "nonnegative" and value < 0:
+            problems.append(f"{name} = {value} must be >= 0")
+    if not isinstance(_get(record, ("accuracy", "per_class")), dict):
+        problems.append("accuracy.per_class is missing")
+    for path in (("hardware", "fingerprint"), ("dataset", "fingerprint"), ("artifact", "content_hash")):
+        if not isinstance(_get(record, path), str) or not _get(record, path):
+            problems.append(f"{'.'.join(path)} is missing")
+    if not isinstance(record.get("label_names"), list) or not record.get("label_names"):
+        problems.append("label_names is missing")
+    return problems
+
+
+def metric_value(record: dict, goal_or_metric: Goal | str) -> Any:
+    """The value a goal is checked on: a number, a {label: fraction} mapping, or None when not measured."""
+    metric = goal_or_metric.metric if isinstance(goal_or_metric, Goal) else goal_or_metric
+    batch = goal_or_metric.batch_size if isinstance(goal_or_metric, Goal) else None
+    spec = METRICS[metric]
+    value = _get(record, spec.path)
+    if metric == "throughput_qps":
+        if not isinstance(value, dict) or not value:
+            return None
+        if batch is not None:
+            value = value.get(str(batch))
+        else:
+            numbers = [v for v in value.values() if _number(v)]
+            value = max(numbers) if numbers else None
+    if spec.per_class:
+        if not isinstance(value, dict) or not all(_number(v) for v in value.values()):
+            return None
+        return value
+    return value if _number(value) else None
+
+
+def summarize(record: dict, baseline: dict | None) -> dict[str, Any]:
+    """The few figures a table shows, with speed-up and size reduction against the baseline."""
+    qps = record.get("throughput_qps") if isinstance(record.get("throughput_qps"), dict) else {}
+    numeric = all(_number(v) for v in qps.values())
+    best_batch = max(qps, key=lambda k: qps[k], default=None) if numeric else None
+    artifact = record.get("artifact") or {}
+    out = {
+        "size_mb": metric_value(record, "size_mb"),
+        "p50_ms": metric_value(record, "p50_latency_ms"),
+        "p95_ms": metric_value(record, "p95_latency_ms"),
+        "throughput_qps": qps.get(best_batch) if best_batch is not None else None,
+        "throughput_batch": int(best_batch) if best_batch is not None and str(best_batch).isdigit() else None,
+        "accuracy": metric_value(record, "accuracy"),
+        "oos_recall": metric_value(record, "oos_recall"),
+        "memory_mb": metric_value(record, "memory_mb"),
+        "majority_fraction": metric_value(record, "majority_fraction"),
+        "format": artifact.get("format"),
+        "precision": artifact.get("precision"),
+        "technique": artifact.get("technique"),
+        "speedup_p50": None,
+        "size_reduction": None,
+    }
+    if baseline is not None:
+        b50, bsize = metric_value(baseline, "p50_latency_ms"), metric_value(baseline, "size_mb")
+        if b50 and out["p50_ms"]:
+            out["speedup_p50"] = b50 / out["p50_ms"]
+        if bsize and out["size_mb"] is not None:
+            out["size_reduction"] = 1 - out["size_mb"] / bsize
+    return out
+
+
+# --------------------------------------------------------------------------- goals
+
+
+def resolve_limit(goal: Goal, base: float | None) -> tuple[float, str]:
+    """The absolute limit a goal means for one baseline value, and how it was formed, in words."""
+    v, higher = goal.value, goal.direction == HIGHER
+    if goal.kind == "threshold":
+        return v, f"threshold {v:g}"
+    assert base is not None
+    sign = {"max_degradation": -1, "min_improvement": 1,
+            "percent_max_degradation": -1, "percent_min_improvement": 1}[goal.kind] * (1 if higher else -1)
+    if goal.kind.startswith("percent_"):
+        limit = base * (1 + sign * v / 100)
+        return limit, f"{goal.baseline} {base:.6g} {'+' if sign > 0 else '-'} {v:g}% = {limit:.6g}"
+    limit = base + sign * v
+    return limit, f"{goal.baseline} {base:.6g} {'+' if sign > 0 else '-'} {v:g} = {limit:.6g}"
+
+
+def _passes(measured: float, limit: float, higher: bool) -> bool:
+    slack = EPS * max(1.0, abs(limit))
+    return measured >= limit - slack if higher else measured <= limit + slack
+
+
+def _violation(measured: float, limit: float, higher: bool) -> float:
+    """How far past the limit, relative to it, so unlike metrics can be added when naming the closest."""
+    gap = (limit - measured) if higher else (measured - limit)
+    return max(0.0, gap) / max(abs(limit), 1e-6)
+
+
+def _comparable(goal: Goal, candidate: dict, base: dict, base_name: str) -> str | None:
+    """Why ``candidate`` cannot be compared with ``base`` on this goal (None when it can)."""
+    fingerprint = ("hardware", "fingerprint")
+    if goal.spec.hardware and _get(candidate, fingerprint) != _get(base, fingerprint):
+        return f"hardware mismatch: {base_name} was measured on other hardware"
+    if goal.spec.unit == "fraction" and (
+        _get(candidate, ("dataset", "fingerprint")) != _get(base, ("dataset", "fingerprint"))
+        or candidate.get("label_names") != base.get("label_names")
+    ):
+        return f"dataset mismatch: {base_name} was evaluated on another test set or label set"
+    return None
+
+
+def evaluate_goal(goal: Goal, record: dict, baselines: dict[str, dict | None], default: bool = False) -> dict:
+    """Check one goal on one record; the result says measured value, limit, how it was resolved, verdict."""
+    spec = goal.spec
+    higher = goal.direction == HIGHER
+    result: dict[str, Any] = {
+        "slo": goal.label, "metric": goal.metric, "direction": goal.direction, "kind": goal.kind,
+        "value": goal.value, "baseline": goal.baseline, "default": default,
+        "baseline_value": None, "limit": None, "resolved": None, "measured": None,
+        "passed": False, "violation": None, "reason": None,
+    }
+    if goal.batch_size is not None:
+        result["batch_size"] = goal.batch_size
+    base = None
+    if goal.baseline is not None:
+        base = baselines.get(goal.baseline)
+        if base is None:
+            result["reason"] = f"no {goal.baseline} benchmark to compare with"
+            return result
+        why = _comparable(goal, record, base, goal.baseline)
+        if why:
+            result["reason"] = why
+            return result
+    if goal.metric in ("oos_recall", "oos_precision") and _get(record, ("dataset", "has_oos")) is False:
+        result.update(passed=True, reason="not applicable: the dataset has no oos label")
+        return result
+    measured = metric_value(record, goal)
+    if measured is None:
+        result["reason"] = f"{goal.metric} was not measured"
+        return result
+    base_value = metric_value(base, goal) if base is not None else None
+    if base is not None and base_value is None:
+        result["reason"] = f"{goal.metric} was not measured for {goal.baseline}"
+        return result
+    if not spec.per_class:
+        limit, resolved = resolve_limit(goal, base_value)
+        ok = _passes(measured, limit, higher)
+        result.update(baseline_value=base_value, limit=limit, resolved=resolved, measured=measured, passed=ok,
+                      violation=_violation(measured, limit, higher))
+        if not ok:
+            result["reason"] = f"{goal.metric} {measured:.6g} {'<' if higher else '>'} limit {limit:.6g}"
+        return result
+    # Per class: every class must meet its own limit; the worst class is reported.
+    worst, failing, total = None, [], 0.0
+    for label in sorted(set(measured) | set(base_value or {})):
+        if label not in measured or (base_value is not None and label not in base_value):
+            failing.append(label)
+            total += 1.0
+            continue
+        limit, _ = resolve_limit(goal, base_value[label] if base_value is not None else None)
+        gap = (measured[label] - limit) if higher else (limit - measured[label])
+        if worst is None or gap < worst[1]:
+            worst = (label, gap, limit)
+        if not _passes(measured[label], limit, higher):
+            failing.append(label)
+            total += _violation(measured[label], limit, higher)
+    if worst is None:
+        result["reason"] = "no class could be compared"
+        return result
+    label, _, limit = worst
+    _, resolved = resolve_limit(goal, base_value[label] if base_value is not None else None)
+    result.update(
+        measured=measured[label], limit=limit, baseline_value=base_value[label] if base_value else None,
+        resolved=f"class {label!r}: {resolved}", passed=not failing, violation=total,
+        worst_class=label, failing_classes=failing,
+    )
+    if failing:
+        result["reason"] = (f"{len(failing)} class(es) below their limit, worst {label!r}: "
+                            f"{measured[label]:.4g} < {limit:.4g}")
+    return result
+
+
+# --------------------------------------------------------------------------- decision
+
+
+def _sort_value(summary: dict, key: str) -> float:
+    value = summary.get(key.lstrip("-"))
+    if value is None:
+        return math.inf
+    return -value if key.startswith("-") else value
+
+
+def rank(passing: list[dict], policy: str, tie_tolerance_percent: float = 0.0) -> tuple[list[str], str]:
+    """Order passing candidates by the policy; values within tolerance of the best tie on the first key."""
+    keys = POLICY_KEYS[policy]
+    first, rest = keys[0], keys[1:]
+
+    def full(entry):
+        return (*(_sort_value(entry["summary"], k) for k in keys), entry["name"])
+
+    def tail(entry):
+        return (*(_sort_value(entry["summary"], k) for k in rest), entry["name"])
+
+    if not passing:
+        return [], ""
+    best = min(_sort_value(e["summary"], first) for e in passing)
+    margin = abs(best) * tie_tolerance_percent / 100 + EPS * max(1.0, abs(best))
+    tied = sorted((e for e in passing if _sort_value(e["summary"], first) <= best + margin), key=tail)
+    others = sorted((e for e in passing if e not in tied), key=full)
+    order = [e["name"] for e in tied + others]
+    metric = first.lstrip("-")
+    note = f"best {metric} under policy {policy}"
+    if len(tied) > 1:
+        within = f" within {tie_tolerance_percent:g}%" if tie_tolerance_percent else ""
+        note += (f"; tied{within} with {', '.join(e['name'] for e in tied[1:])}, "
+                 f"broken by {', '.join(k.lstrip('-') for k in rest)} then name")
+    return order, note
+
+
+def _production_view(production: dict | None, cfg: GateConfig) -> tuple[dict | None, dict | None, str | None]:
+    """(summary for the decision, benchmark record to compare with, why it cannot be compared)."""
+    if production is None:
+        return None, None, None
+    view = {k: production.get(k) for k in ("version", "uri", "content_hash", "candidate", "promoted_at")}
+    view["compared"] = cfg.compare_to_production
+    if not cfg.compare_to_production:
+        return view, None, None
+    record = production.get("benchmark")
+    problems = record_problems(record) if record is not None else ["no benchmark.json stored with it"]
+    if problems:
+        view["problems"] = problems
+        # A production model whose record cannot be read can't be shown to be beaten: fail closed.
+        return view, None, (f"production benchmark unusable ({'; '.join(problems)}); "
+                            "set gate.compare_to_production: false to replace it anyway")
+    return view, record, None
+
+
+def decide(records: list[dict], cfg: GateConfig, production: dict | None = None) -> dict:
+    """Judge every benchmark record against the SLOs and choose at most one candidate to promote.
+
+    Args:
+        records: Benchmark records (``shrink.benchmark/v1``); the one named ``teacher`` is the baseline.
+            A record with an ``error`` key stands for a benchmark that is missing or unreadable.
+        cfg: Goals, policy, collapse limit and champion/challenger switch.
+        production: The alias pointer of the current production model with its stored benchmark
+            record under ``benchmark`` (:func:`shrink.promote.current_production`), or None.
+
+    Returns:
+        The decision record: per candidate every goal with measured value, limit and verdict; the
+        chosen candidate (or None) and why; the closest candidate when none passes.
+    """
+    names = [r.get("candidate") if isinstance(r, dict) else None for r in records]
+    for i, name in enumerate(names):
+        if not isinstance(name, str) or not name:
+            raise ShrinkError(f"benchmark record #{i}: no candidate name")
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ShrinkError(f"benchmark records: candidate {dupes[0]!r} appears more than once")
+    by_name = dict(zip(names, records, strict=True))
+    warnings: list[str] = []
+    baseline = by_name.get(BASELINE)
+    baseline_problems = record_problems(baseline) if baseline is not None else ["no teacher benchmark record"]
+    usable_baseline = baseline if not baseline_problems else None
+    prod_view, prod_record, prod_error = _production_view(production, cfg)
+    goals = cfg.goals()
+    teacher_majority = (usable_baseline or {}).get("accuracy", {}).get("majority_fraction", 0.0)
+    if teacher_majority > cfg.max_majority_fraction:
+        warnings.append("the teacher itself predicts one class for most inputs; relative goals mean little")
+
+    entries = []
+    for name in sorted(by_name, key=lambda n: (n != BASELINE, n)):
+        record = by_name[name]
+        is_baseline = name == BASELINE
+        entry: dict[str, Any] = {
+            "name": name, "status": "fail", "eligible": not is_baseline or cfg.allow_teacher,
+            "reasons": [], "checks": [], "summary": None, "artifact": None, "hardware_fingerprint": None,
+        }
+        entries.append(entry)
+        problems = record_problems(record)
+        if problems:
+            entry["status"] = "invalid"
+            entry["reasons"] = [f"benchmark missing or invalid: {p}" for p in problems]
+            continue
+        entry["summary"] = summarize(record, usable_baseline)
+        entry["artifact"] = record.get("artifact")
+        entry["hardware_fingerprint"] = record["hardware"]["fingerprint"]
+        if usable_baseline is None:
+            entry["reasons"].append(f"no usable teacher baseline ({'; '.join(baseline_problems)})")
+            continue
+        if record["hardware"]["fingerprint"] != usable_baseline["hardware"]["fingerprint"]:
+            entry["reasons"].append(
+                "hardware mismatch: measured on "
+                f"{_get(record, ('hardware', 'cpu_model'))!r} ({record['hardware']['fingerprint'][:12]}), "
+                f"the teacher on {_get(usable_baseline, ('hardware', 'cpu_model'))!r} "
+                f"({usable_baseline['hardware']['fingerprint'][:12]}); not compared"
+            )
+            entry["mismatch"] = True
+            continue
+        if (record["dataset"]["fingerprint"] != usable_baseline["dataset"]["fingerprint"]
+                or record["label_names"] != usable_baseline["label_names"]):
+            entry["reasons"].append("dataset mismatch: not the teacher's test set or label set; not compared")
+            entry["mismatch"] = True
+            continue
+        majority = record["accuracy"]["majority_fraction"]
+        entry["checks"].append(_collapse_check(majority, cfg.max_majority_fraction))
+        baselines = {"teacher": usable_baseline, "production": prod_record}
+        for goal, default in goals:
+            if goal.baseline == "production" and not cfg.compare_to_production:
+                continue
+            check = evaluate_goal(goal, record, baselines, default)
+            if goal.baseline == "production" and production is None:
+                check.update(passed=True, reason="not applicable: nothing in production yet")
+            elif goal.baseline == "production" and prod_error:
+                check["reason"] = prod_error
+            entry["checks"].append(check)
+        failed = [c for c in entry["checks"] if not c["passed"]]
+        entry["reasons"] += [f"{c['slo']}: {c['reason']}" for c in failed]
+        entry["status"] = "pass" if not failed else "fail"
+        if production and production.get("content_hash") and production["content_hash"] == _get(
+                record, ("artifact", "content_hash")):
+            entry["in_production"] = True
+    for entry in entries:
+        if entry["name"] == BASELINE and not entry["eligible"] and entry["status"] != "invalid":
+            entry["status"] = "baseline"
+            entry["reasons"].insert(0, "the baseline, not a candidate (gate.allow_teacher promotes it)")
+
+    passing = [e for e in entries if e["status"] == "pass" and e["eligible"]]
+    order, note = rank(passing, cfg.policy, cfg.tie_tolerance_percent)
+    chosen = order[0] if order else None
+    closest = None
+    if chosen is not None:
+        entry = next(e for e in entries if e["name"] == chosen)
+        n = len(entry["checks"])
+        reason = f"{chosen} passes all {n} checks and is the {note} among {len(order)} passing"
+        if len(order) > 1:
+            reason += f" ({', '.join(order)})"
+    else:
+        closest = _closest([e for e in entries if e["eligible"]])
+        if not entries:
+            reason = "no benchmark records: nothing to promote"
+        elif usable_baseline is None:
+            reason = f"nothing promoted: the teacher baseline is unusable ({'; '.join(baseline_problems)})"
+        else:
+            reason = "no candidate meets every SLO; nothing promoted"
+        if closest:
+            reason += f"; closest: {closest['name']} ({'; '.join(closest['reasons'][:3]) or 'failed'})"
+    return {
+        "schema": DECISION_SCHEMA,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "chosen": chosen,
+        "reason": reason,
+        "ranking": order,
+        "closest": closest,
+        "policy": {"name": cfg.policy, "keys": list(POLICY_KEYS[cfg.policy]),
+                   "tie_tolerance_percent": cfg.tie_tolerance_percent},
+        "baseline": {
+            "candidate": BASELINE,
+            "usable": usable_baseline is not None,
+            "problems": baseline_problems,
+            "hardware": (usable_baseline or {}).get("hardware"),
+            "dataset": (usable_baseline or {}).get("dataset"),
+        },
+        "production": prod_view,
+        "candidates": entries,
+        "warnings": warnings,
+        "config": _config_dict(cfg),
+        "records": {n: r for n, r in by_name.items() if isinstance(r, dict)},
+    }
+
+
+def _collapse_check(majority: float, limit: float) -> dict:
+    """Collapse is checked before any goal: high accuracy on a skewed test set can hide it."""
+    ok = majority <= limit
+    return {
+        "slo": "collapse", "metric": "majority_fraction", "direction": "lower_is_better", "kind": "threshold",
+        "value": limit, "baseline": None, "default": True, "baseline_value": None, "limit": limit,
+        "resolved": f"max_majority_fraction {limit:g}", "measured": majority, "passed": ok,
+        "violation": _violation(majority, limit, False),
+        "reason": None if ok else
+        f"collapse: {majority:.0%} of the test set goes to one class (limit {limit:.0%})",
+    }
+
+
+def _closest(entries: list[dict]) -> dict | None:
+    """The failing candidate nearest to passing: fewest failed checks, then smallest total overshoot."""
+    scored = []
+    for e in entries:
+        if e["status"] != "fail":
+            continue
+        failed = [c for c in e["checks"] if not c["passed"]]
+        unmeasurable = bool(e.get("mismatch")) or not e["checks"]
+        total = sum(c["violation"] if c["violation"] is not None else 1.0 for c in failed)
+        scored.append(((unmeasurable, len(failed), total, e["name"]), e, failed))
+    if not scored:
+        return None
+    _, e, failed = min(scored, key=lambda s: s[0])
+    return {"name": e["name"], "failed": [c["slo"] for c in failed], "reasons": e["reasons"]}
+
+
+def _config_dict(cfg: GateConfig) -> dict:
+    from shrink.config import to_dict
+
+    return to_dict(cfg)

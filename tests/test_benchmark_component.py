@@ -1,0 +1,85 @@
+import json
+
+import pytest
+from kfp.dsl import Artifact, ClassificationMetrics, Dataset, Metrics, Model
+
+from components.benchmark.component import benchmark
+
+SMALL = {"warmup": 5, "latency_samples": 50, "batch_sizes": [8], "throughput_queries": 16,
+         "bootstrap_resamples": 100, "instance_price_per_hour": 0.36}
+
+
+@pytest.fixture(scope="module")
+def tiny_artifact(tmp_path_factory, tiny_model_dir, clinc_slice):
+    from shrink.data import load_prepared
+    from shrink.models import load_classifier, load_tokenizer, save_classifier
+
+    out = tmp_path_factory.mktemp("component") / "student"
+    labels = load_prepared(clinc_slice)[1].label_names
+    save_classifier(load_classifier(tiny_model_dir), load_tokenizer(tiny_model_dir), out,
+                    label_names=labels, technique="distill")
+    return out
+
+
+def _outputs(tmp_path):
+    return (Artifact(uri=str(tmp_path / "result.json")), Metrics(uri=str(tmp_path / "metrics")),
+            ClassificationMetrics(uri=str(tmp_path / "confusion")))
+
+
+def test_benchmark_component_on_the_tiny_model(tmp_path, tiny_artifact, clinc_slice):
+    result, metrics, confusion = _outputs(tmp_path)
+    benchmark.python_func(model=Model(uri=str(tiny_artifact)), dataset=Dataset(uri=str(clinc_slice)),
+                          benchmark=SMALL, candidate="student",
+                          result=result, metrics=metrics, confusion=confusion)
+
+    record = json.loads((tmp_path / "result.json").read_text())
+    assert record["schema"] == "shrink.benchmark/v1" and record["candidate"] == "student"
+    assert record["artifact"]["uri"] == str(tiny_artifact) and record["artifact"]["technique"] == "distill"
+    assert record["latency_ms"]["samples"] == 50 and record["latency_ms"]["warmup"] == 5
+    assert record["threads"] == {"intra_op": 1, "inter_op": 1}
+    # The cost follows from the measured capacity and the configured price.
+    cost = record["cost"]
+    cores = record["hardware"]["logical_cpus"]
+    assert cost["usd_per_million"] == pytest.approx(0.36 / 3600 / (cost["qps_per_core"] * cores) * 1e6)
+
+    m = metrics.metadata
+    for key in ("accuracy", "in_scope_accuracy", "oos_recall", "macro_f1", "p50_ms", "p95_ms", "p99_ms",
+                "size_mb", "qps_b8", "peak_rss_mb", "parameters", "nonzero_parameters", "usd_per_million"):
+        assert isinstance(m[key], float), key
+    assert m["p50_ms"] == record["latency_ms"]["p50"] and m["size_mb"] == record["size"]["model_mb"]
+    assert result.metadata["candidate"] == "student"
+    assert result.metadata["hardware_fingerprint"] == record["hardware"]["fingerprint"]
+
+    # The confusion matrix is the one behind the accuracy figures.
+    cm = confusion.metadata["confusionMatrix"]
+    names = [c["displayName"] for c in cm["annotationSpecs"]]
+    rows = [r["row"] for r in cm["rows"]]
+    assert names == record["label_names"]
+    total = sum(map(sum, rows))
+    assert total == record["dataset"]["examples"]
+    assert sum(rows[i][i] for i in range(len(rows))) / total == pytest.approx(record["accuracy"]["accuracy"])
+    oos = names.index("oos")
+    assert rows[oos][oos] / sum(rows[oos]) == pytest.approx(record["accuracy"]["oos_recall"])
+
+
+def test_benchmark_component_refuses_mismatched_labels_and_publishes_nothing(tmp_path, tiny_artifact,
+                                                                            clinc_slice, capsys):
+    import shutil
+
+    from shrink.artifact import read_meta, write_artifact
+
+    bad = tmp_path / "bad"
+    shutil.copytree(tiny_artifact, bad)
+    meta = read_meta(bad)
+    write_artifact(bad, format="pytorch", precision="fp32", label_names=list(reversed(meta.label_names)),
+                   technique="distill")
+    result, metrics, confusion = _outputs(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        benchmark.python_func(model=Model(uri=str(bad)), dataset=Dataset(uri=str(clinc_slice)),
+                              benchmark=SMALL, candidate="student",
+                              result=result, metrics=metrics, confusion=confusion)
+    assert exc.value.code == 1
+    err = capsys.readouterr().err
+    assert "error: " in err and "label names disagree" in err and "the same names in a different order" in err
+    assert not (tmp_path / "result.json").exists()
+    assert metrics.metadata == {} and confusion.metadata == {} and result.metadata == {}

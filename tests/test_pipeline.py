@@ -1,0 +1,71 @@
+"""The DAG itself: compiled IR against a golden file, and a whole run through kfp.local."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from shrink.config import load_pipeline_config
+
+ROOT = Path(__file__).resolve().parents[1]
+GOLDEN = ROOT / "tests" / "golden" / "compression.yaml"
+DEMO = ROOT / "pipelines" / "configs" / "clinc150.yaml"
+
+
+def _normalise(ir: dict) -> dict:
+    """Drop what may change without the DAG changing: SDK version and image tags."""
+    ir = json.loads(json.dumps(ir))
+    ir.pop("sdkVersion", None)
+    for executor in ir.get("deploymentSpec", {}).get("executors", {}).values():
+        container = executor.get("container", {})
+        if "image" in container:
+            container["image"] = re.sub(r":[^:/@]+$", ":TAG", container["image"])
+    return ir
+
+
+def _compile(tmp_path: Path) -> list[dict]:
+    from pipelines.compression import compile_pipeline
+
+    out = tmp_path / "pipeline.yaml"
+    compile_pipeline(load_pipeline_config(DEMO), str(out))
+    return list(yaml.safe_load_all(out.read_text()))
+
+
+def test_compiled_ir_matches_golden(tmp_path):
+    docs = [_normalise(d) for d in _compile(tmp_path)]
+    if os.environ.get("UPDATE_GOLDEN") == "1":
+        GOLDEN.write_text(yaml.safe_dump_all(docs, sort_keys=True))
+    expected = list(yaml.safe_load_all(GOLDEN.read_text()))
+    assert docs == expected, "the DAG changed: review the diff, then regenerate with UPDATE_GOLDEN=1 pytest tests/test_pipeline.py"
+
+
+def test_compiled_ir_loads_back_and_places_every_task(tmp_path):
+    from kfp import components
+
+    out = tmp_path / "pipeline.yaml"
+    from pipelines.compression import compile_pipeline
+
+    compile_pipeline(load_pipeline_config(DEMO), str(out))
+    assert components.load_component_from_file(str(out)) is not None
+    pipeline_spec, platform = list(yaml.safe_load_all(out.read_text()))
+    executors = pipeline_spec["deploymentSpec"]["executors"]
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    for name, executor in executors.items():
+        container = executor["container"]
+        assert not container["image"].endswith(":latest")
+        assert "resources" in container, f"{name} has no resource requests/limits"
+        assert name in k8s and k8s[name].get("nodeSelector"), f"{name} is not placed on a node pool"
+    gpu_execs = [n for n in executors if any(s in n for s in ("train-teacher", "distill", "teacher-logits"))]
+    assert gpu_execs
+    for name in gpu_execs:
+        assert executors[name]["container"]["resources"]["accelerator"]["resourceType"] == "nvidia.com/gpu"
+        assert any(t.get("key") == "nvidia.com/gpu" for t in k8s[name].get("tolerations", []))
+    bench = [n for n in executors if "benchmark" in n]
+    for name in bench:
+        res = executors[name]["container"]["resources"]
+        assert res["resourceCpuRequest"] == res["resourceCpuLimit"], "benchmarks need guaranteed QoS"

@@ -1,0 +1,247 @@
+"""INT8: PyTorch dynamic, ORT dynamic and ORT static on the trained tiny BERT; sizes, agreement, fresh-process loads."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from shrink.config import QuantizeConfig
+from shrink.errors import ShrinkError
+from test_onnx import built, trained_artifact  # tests/ is on sys.path (rootdir-less test modules)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_model_dir, clinc_slice):
+    return trained_artifact(tmp_path_factory, tiny_model_dir, clinc_slice)
+
+
+@pytest.fixture(scope="module")
+def test_texts(clinc_slice):
+    from shrink.data import load_prepared
+
+    dd, _ = load_prepared(clinc_slice)
+    return list(dd["test"]["text"])
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, trained, test_texts):
+    from shrink.onnx_export import export_onnx
+
+    return built(tmp_path_factory, "onnx", lambda out: export_onnx(trained, out, QuantizeConfig(), test_texts))
+
+
+@pytest.fixture(scope="module")
+def optimized(tmp_path_factory, exported):
+    from shrink.onnx_export import optimize_onnx
+
+    return built(tmp_path_factory, "optimized", lambda out: optimize_onnx(exported, out, QuantizeConfig()))
+
+
+@pytest.fixture(scope="module")
+def torch_int8(tmp_path_factory, trained):
+    from shrink.quantize import quantize_torch_dynamic
+
+    return built(tmp_path_factory, "torch-int8", lambda out: quantize_torch_dynamic(trained, out, QuantizeConfig()))
+
+
+@pytest.fixture(scope="module")
+def ort_dynamic(tmp_path_factory, optimized):
+    from shrink.quantize import quantize_ort_dynamic
+
+    cfg = QuantizeConfig(per_channel=True)
+    return built(tmp_path_factory, "ort-dynamic", lambda out: quantize_ort_dynamic(optimized, out, cfg))
+
+
+@pytest.fixture(scope="module")
+def ort_static(tmp_path_factory, exported, clinc_slice):
+    from shrink.quantize import calibration_texts, quantize_ort_static
+
+    cfg = QuantizeConfig(per_channel=True, calibration_samples=64)
+    texts = calibration_texts(clinc_slice, cfg.calibration_samples)
+    return built(tmp_path_factory, "ort-static", lambda out: quantize_ort_static(exported, out, cfg, texts))
+
+
+def _predictions(directory: Path, texts: list[str]):
+    from shrink.runtime import open_classifier
+
+    return open_classifier(directory).predict_all(texts)
+
+
+def _weight_bytes(directory: Path) -> int:
+    from shrink.artifact import model_files, read_meta
+
+    return sum(model_files(directory, read_meta(directory)).values())
+
+
+def _embedding_bytes(directory: Path) -> int:
+    """FP32 bytes of the embedding tables, from the trained model's config."""
+    config = json.loads((directory / "config.json").read_text())
+    rows = config["vocab_size"] + config["max_position_embeddings"] + config["type_vocab_size"]
+    return 4 * rows * config["hidden_size"]
+
+
+# --------------------------------------------------------------------------- PyTorch INT8
+
+
+def test_torch_int8_is_int8_on_disk_and_agrees(trained, torch_int8, test_texts):
+    from safetensors import safe_open
+
+    from shrink.artifact import read_meta
+
+    meta = read_meta(torch_int8)
+    assert (meta.format, meta.precision, meta.technique) == ("pytorch", "int8", "torch-dynamic-int8")
+    assert meta.extra["loader"] == "shrink.quantize:load_torch_int8"
+    assert meta.parent["content_hash"] == read_meta(trained).content_hash()
+    assert not [p for p in torch_int8.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".pkl")]
+    with safe_open(str(torch_int8 / "model-int8.safetensors"), "pt") as fh:
+        dtypes = {k: str(fh.get_slice(k).get_dtype()) for k in fh.keys()}
+    int8 = [k for k, d in dtypes.items() if d == "I8"]
+    # 4 layers x 6 Linear + 3 embedding tables; pooler and classifier stay FP32 (keep_fp32).
+    assert len(int8) == 4 * 6 + 3
+    assert dtypes["classifier.weight"] == "F32" and dtypes["bert.pooler.dense.weight"] == "F32"
+    # Nearly every byte of the tiny model is embeddings, so with them quantized it drops ~4x.
+    ratio = _weight_bytes(trained) / _weight_bytes(torch_int8)
+    assert 3.5 < ratio < 4.0, ratio
+    assert meta.metrics["compression"] == pytest.approx(ratio)
+
+    fp32_pred, fp32_logits = _predictions(trained, test_texts)
+    int8_pred, int8_logits = _predictions(torch_int8, test_texts)
+    assert (fp32_pred == int8_pred).mean() >= 0.99
+    assert 0 < np.abs(fp32_logits - int8_logits).max() < 0.1  # really quantized, and only slightly off
+
+
+def test_torch_int8_without_embeddings_saves_three_bytes_per_linear_weight(tmp_path, trained):
+    """Stock dynamic INT8 (Linear only): the saving is exactly 3 of every 4 bytes of the quantized weights."""
+    from shrink.artifact import read_meta
+    from shrink.models import load_classifier
+    from shrink.quantize import quantize_torch_dynamic
+
+    meta = quantize_torch_dynamic(trained, tmp_path / "q", QuantizeConfig(quantize_embeddings=False))
+    assert meta.extra["int8_modules"]["embedding"] == []
+    model = load_classifier(trained)
+    names = meta.extra["int8_modules"]["linear"]
+    weights = sum(model.get_submodule(n).weight.numel() for n in names)
+    scales = sum(model.get_submodule(n).out_features for n in names)
+    saved = _weight_bytes(trained) - _weight_bytes(tmp_path / "q")
+    assert saved == pytest.approx(3 * weights - 4 * scales, abs=4096)  # safetensors headers differ a little
+    assert read_meta(tmp_path / "q").metrics["compression"] < 1.2  # the embeddings dominate the tiny model
+
+
+# --------------------------------------------------------------------------- ORT INT8
+
+
+def test_ort_dynamic_quantizes_matmuls_and_embeddings(exported, optimized, ort_dynamic, test_texts):
+    from shrink.artifact import read_meta
+
+    meta = read_meta(ort_dynamic)
+    assert (meta.format, meta.precision, meta.technique) == ("onnx", "int8", "ort-dynamic-int8")
+    assert meta.parent["content_hash"] == read_meta(optimized).content_hash()
+    ops = meta.extra["quantized_ops"]
+    assert ops["QAttention"] == 4 and ops["MatMulInteger"] >= 8 and ops["QEmbedLayerNormalization"] == 1
+    assert meta.runtime == read_meta(exported).runtime
+    ratio = _weight_bytes(optimized) / _weight_bytes(ort_dynamic)
+    assert 3.5 < ratio < 4.0, ratio
+
+    fp32_pred, fp32_logits = _predictions(exported, test_texts)
+    int8_pred, int8_logits = _predictions(ort_dynamic, test_texts)
+    agreement = (fp32_pred == int8_pred).mean()
+    assert agreement >= 0.99
+    assert 0 < np.abs(fp32_logits - int8_logits).max() < 0.1
+    # The recorded agreement is measured on the same texts against the PyTorch FP32 logits.
+    assert meta.metrics["agreement_with_fp32"] == pytest.approx(agreement, abs=1 / len(test_texts))
+
+
+def test_ort_dynamic_plain_export_without_embeddings(tmp_path, exported, trained):
+    """Without the Gather, the embeddings stay FP32: the file barely shrinks on an embedding-heavy model."""
+    import onnx
+
+    from shrink.quantize import quantize_ort_dynamic
+
+    meta = quantize_ort_dynamic(exported, tmp_path / "q", QuantizeConfig(quantize_embeddings=False))
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "q" / "model.onnx")).graph.node]
+    assert ops.count("MatMulInteger") == 4 * 6
+    embedding = _embedding_bytes(trained)
+    assert _weight_bytes(tmp_path / "q") > embedding  # the FP32 embeddings are all still there
+    assert meta.metrics["compression"] < 1.2
+
+
+def test_ort_static_is_qdq_and_agrees(exported, ort_static, test_texts):
+    from shrink.artifact import read_meta
+
+    meta = read_meta(ort_static)
+    assert (meta.format, meta.precision, meta.technique) == ("onnx", "int8", "ort-static-int8")
+    assert meta.settings["calibration_samples"] == 64 and meta.settings["format"] == "QDQ"
+    ops = meta.extra["quantized_ops"]
+    assert ops["QuantizeLinear"] > 0 and ops["DequantizeLinear"] > ops["QuantizeLinear"]
+    ratio = _weight_bytes(exported) / _weight_bytes(ort_static)
+    assert 3.3 < ratio < 4.0, ratio
+    fp32_pred, _ = _predictions(exported, test_texts)
+    int8_pred, _ = _predictions(ort_static, test_texts)
+    assert (fp32_pred == int8_pred).mean() >= 0.97  # static ranges are fixed at calibration time
+
+
+def test_every_artifact_runs_in_a_new_process(trained, exported, optimized, torch_int8, ort_dynamic, ort_static,
+                                              test_texts):
+    """Load each artifact from its directory alone, in a fresh interpreter, and get the same predictions."""
+    dirs = [trained, exported, optimized, torch_int8, ort_dynamic, ort_static]
+    texts = test_texts[:16]
+    code = (
+        "import json, sys\n"
+        "from shrink.runtime import open_classifier\n"
+        "texts = json.loads(sys.argv[1])\n"
+        "print(json.dumps({d: open_classifier(d).predict(texts).tolist() for d in sys.argv[2:]}))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, json.dumps(texts), *map(str, dirs)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    fresh = json.loads(proc.stdout.strip().splitlines()[-1])
+    for d in dirs:
+        assert fresh[str(d)] == _predictions(d, texts)[0].tolist(), d
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def test_already_quantized_models_are_refused(tmp_path, torch_int8, ort_dynamic, ort_static, test_texts):
+    from shrink.artifact import read_meta, write_artifact
+    from shrink.quantize import quantize_ort_dynamic, quantize_ort_static, quantize_torch_dynamic
+
+    with pytest.raises(ShrinkError, match="already quantized to INT8"):
+        quantize_torch_dynamic(torch_int8, tmp_path / "a", QuantizeConfig())
+    with pytest.raises(ShrinkError, match="already quantized to INT8"):
+        quantize_ort_dynamic(ort_dynamic, tmp_path / "b", QuantizeConfig())
+    with pytest.raises(ShrinkError, match="already quantized to INT8"):
+        quantize_ort_static(ort_static, tmp_path / "c", QuantizeConfig(), test_texts[:8])
+    # Mislabelled as FP32: the quantized operators in the graph still give it away.
+    meta = read_meta(ort_dynamic)
+    shutil.copytree(ort_dynamic, tmp_path / "lying")
+    write_artifact(tmp_path / "lying", format="onnx", precision="fp32", label_names=meta.label_names,
+                   technique="onnx-export", extra=meta.extra)
+    with pytest.raises(ShrinkError, match=r"already quantized to INT8 \(holds .*MatMulInteger"):
+        quantize_ort_dynamic(tmp_path / "lying", tmp_path / "d", QuantizeConfig())
+
+
+def test_empty_calibration_data(tmp_path, exported):
+    from shrink.quantize import quantize_ort_static
+
+    with pytest.raises(ShrinkError, match="no calibration texts"):
+        quantize_ort_static(exported, tmp_path / "x", QuantizeConfig(), ["", "  "])
+
+
+def test_wrong_format_for_each_quantizer(tmp_path, trained, exported, minilm_dir):
+    from shrink.quantize import quantize_ort_dynamic, quantize_torch_dynamic
+
+    with pytest.raises(ShrinkError, match="needs an ONNX one"):
+        quantize_ort_dynamic(trained, tmp_path / "a", QuantizeConfig())
+    with pytest.raises(ShrinkError, match="expected a PyTorch classifier"):
+        quantize_torch_dynamic(exported, tmp_path / "b", QuantizeConfig())
+    with pytest.raises(ShrinkError, match="not a sequence classifier"):
+        quantize_torch_dynamic(minilm_dir, tmp_path / "c", QuantizeConfig())
