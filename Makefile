@@ -27,7 +27,7 @@ test: venv
 
 lint: venv
 	$(BIN)/ruff check .
-	$(BIN)/hadolint docker/Dockerfile*
+	$(BIN)/hadolint --config docker/.hadolint.yaml docker/Dockerfile
 
 store-up: venv
 	$(BIN)/shrink store up
@@ -46,7 +46,7 @@ bench: venv store-up
 compile: venv
 	$(BIN)/shrink compile --config $(CONFIG) -o pipeline.yaml
 
-images:
+images: venv
 	docker/build.sh
 
 clean:

@@ -33,6 +33,7 @@ from components.quantize_torch.component import quantize_torch as quantize_torch
 from components.select_student.component import select_student as select_student_op
 from components.teacher_logits.component import teacher_logits as teacher_logits_op
 from components.train_teacher.component import train_teacher as train_teacher_op
+from pipelines.cluster import use_object_store
 from pipelines.images import image_for
 from pipelines.placement import place
 from shrink.config import PipelineConfig, to_dict
@@ -44,6 +45,8 @@ CACHED = {
 }
 # Steps that read from or write to the network (hub, object store): retried with backoff.
 NETWORK = {"prepare_data", "train_teacher", "promote"}
+# Steps that read or write object storage themselves (beyond KFP's own artifact passing).
+OBJECT_STORE = {"prepare_data", "train_teacher", "gate", "promote"}
 GPU = {"train_teacher", "teacher_logits", "distill", "prune", "prune_structured"}
 
 
@@ -66,6 +69,8 @@ def build_pipeline(cfg: PipelineConfig):
         task.set_display_name(display)
         task.set_container_image(image_for(name, cfg.images))
         task.set_caching_options(enable_caching=name in CACHED)
+        if name in OBJECT_STORE:
+            use_object_store(task)
         if name in NETWORK:
             task.set_retry(num_retries=3, backoff_duration="30s", backoff_factor=2.0, backoff_max_duration="600s")
         pool = cfg.placement.gpu if name in GPU else cfg.placement.benchmark if name == "benchmark" else cfg.placement.cpu

@@ -42,7 +42,7 @@ IMAGES: dict[str, str] = {
 # carry the CPU wheel. The CPU images are what production serves with, so quantization,
 # export and benchmarking run on exactly the kernels the model will meet in production.
 GPU_STEPS: frozenset[str] = frozenset(
-    {"train_teacher", "teacher_logits", "distill", "select_student", "prune", "prune_structured"}
+    {"train_teacher", "teacher_logits", "distill", "prune", "prune_structured"}
 )
 
 # Docker's tag grammar: https://docs.docker.com/reference/cli/docker/image/tag/

@@ -19,6 +19,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import pytest
+import yaml
 from kfp import compiler, dsl
 
 import shrink
@@ -469,3 +470,20 @@ def test_list_runs_reports_state_and_gate(kfp_api, package):
     assert rows[0]["url"].endswith(f"/#/runs/details/{newest['run_id']}")
     with pytest.raises(ShrinkError, match="no experiment 'nope'"):
         cluster.list_runs(kfp_api.url, experiment="nope")
+
+
+def test_use_object_store_puts_names_not_credentials_in_the_pipeline(tmp_path):
+    @dsl.pipeline(name="shrink-s3-env")
+    def with_store(text: str = "hi"):
+        cluster.use_object_store(_echo(text=text, times=1))
+
+    path = tmp_path / "p.yaml"
+    compiler.Compiler().compile(with_store, package_path=str(path))
+    docs = list(yaml.safe_load_all(path.read_text()))
+    (executor,) = docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"].values()
+    secret_env = executor["secretAsEnv"][0]
+    assert secret_env["secretName"] == cluster.S3_SECRET
+    assert {m["secretKey"] for m in secret_env["keyToEnv"]} == set(cluster.S3_SECRET_KEYS)
+    config_env = executor["configMapAsEnv"][0]
+    assert config_env["configMapName"] == cluster.S3_CONFIG_MAP
+    assert {m["envVar"] for m in config_env["keyToEnv"]} == set(cluster.S3_CONFIG_KEYS)
