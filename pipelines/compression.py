@@ -11,7 +11,6 @@ fills the parameters' defaults (so a run started from the KFP UI form uses the
 config's values unless changed) and the compile-time placement and images.
 """
 
-
 from dataclasses import is_dataclass
 from typing import NamedTuple
 
@@ -40,8 +39,18 @@ from shrink.config import PipelineConfig, to_dict
 
 # Steps whose output depends only on their inputs and seeds: safe to cache.
 CACHED = {
-    "prepare_data", "train_teacher", "teacher_logits", "distill", "select_student", "quantize_torch",
-    "export_onnx", "optimize_onnx", "quantize_ort_dynamic", "quantize_ort_static", "prune", "prune_structured",
+    "prepare_data",
+    "train_teacher",
+    "teacher_logits",
+    "distill",
+    "select_student",
+    "quantize_torch",
+    "export_onnx",
+    "optimize_onnx",
+    "quantize_ort_dynamic",
+    "quantize_ort_static",
+    "prune",
+    "prune_structured",
 }
 # Steps that read from or write to the network (hub, object store): retried with backoff.
 NETWORK = {"prepare_data", "train_teacher", "promote"}
@@ -51,8 +60,11 @@ GPU = {"train_teacher", "teacher_logits", "distill", "prune", "prune_structured"
 
 
 def _param(obj):
-    """A config section as a KFP parameter default: protobuf Values cannot hold null, and an
-    omitted key takes the dataclass default when the component rebuilds the section."""
+    """A config section as a KFP parameter default.
+
+    Protobuf Values cannot hold null; an omitted key takes the dataclass default when the
+    component rebuilds the section.
+    """
     if is_dataclass(obj):
         obj = to_dict(obj)
     if isinstance(obj, dict):
@@ -72,8 +84,16 @@ def build_pipeline(cfg: PipelineConfig):
         if name in OBJECT_STORE:
             use_object_store(task)
         if name in NETWORK:
-            task.set_retry(num_retries=3, backoff_duration="30s", backoff_factor=2.0, backoff_max_duration="600s")
-        pool = cfg.placement.gpu if name in GPU else cfg.placement.benchmark if name == "benchmark" else cfg.placement.cpu
+            task.set_retry(
+                num_retries=3, backoff_duration="30s", backoff_factor=2.0, backoff_max_duration="600s"
+            )
+        pool = (
+            cfg.placement.gpu
+            if name in GPU
+            else cfg.placement.benchmark
+            if name == "benchmark"
+            else cfg.placement.cpu
+        )
         return place(task, pool)
 
     prune_methods = [m for m in cfg.prune.methods if m != "structured"] if cfg.prune.enabled else []
@@ -84,7 +104,10 @@ def build_pipeline(cfg: PipelineConfig):
         report: HTML
         chosen: str
 
-    @dsl.pipeline(name=cfg.name, description=f"Compress a transformer classifier for {cfg.model_name} and promote the best model that meets the SLOs.")
+    @dsl.pipeline(
+        name=cfg.name,
+        description=f"Compress the {cfg.model_name} classifier and promote the best model that meets the SLOs.",
+    )
     def compression(
         data: dict = _param(cfg.data),
         teacher: dict = _param(cfg.teacher),
@@ -111,40 +134,87 @@ def build_pipeline(cfg: PipelineConfig):
         """
         prep = step(prepare_data_op(data=data), "prepare_data", "Prepare data")
         dataset = prep.outputs["dataset"]
-        tt = step(train_teacher_op(dataset=dataset, teacher=teacher), "train_teacher", "Teacher: fine-tune or import")
+        tt = step(
+            train_teacher_op(dataset=dataset, teacher=teacher),
+            "train_teacher",
+            "Teacher: fine-tune or import",
+        )
         teacher_model = tt.outputs["model"]
-        logits = step(teacher_logits_op(dataset=dataset, teacher=teacher_model), "teacher_logits", "Teacher logits")
+        logits = step(
+            teacher_logits_op(dataset=dataset, teacher=teacher_model), "teacher_logits", "Teacher logits"
+        )
 
-        with dsl.ParallelFor(items=trials, parallelism=cfg.distill.search.parallelism, name="distill-trials") as trial:
+        with dsl.ParallelFor(
+            items=trials, parallelism=cfg.distill.search.parallelism, name="distill-trials"
+        ) as trial:
             trial_task = step(
-                distill_op(dataset=dataset, teacher=teacher_model, logits=logits.outputs["logits"], distill=distill, trial=trial),
-                "distill", "Distil student (trial)",
+                distill_op(
+                    dataset=dataset,
+                    teacher=teacher_model,
+                    logits=logits.outputs["logits"],
+                    distill=distill,
+                    trial=trial,
+                ),
+                "distill",
+                "Distil student (trial)",
             )
-        pick = step(select_student_op(students=dsl.Collected(trial_task.outputs["student"])), "select_student", "Pick best student")
+        pick = step(
+            select_student_op(students=dsl.Collected(trial_task.outputs["student"])),
+            "select_student",
+            "Pick best student",
+        )
         student = pick.outputs["best"]
 
         models = {"teacher": teacher_model, "student": student}
-        qt = step(quantize_torch_op(model=student, quantize=quantize), "quantize_torch", "PyTorch dynamic INT8")
+        qt = step(
+            quantize_torch_op(model=student, quantize=quantize), "quantize_torch", "PyTorch dynamic INT8"
+        )
         models["torch_int8"] = qt.outputs["out"]
-        onnx = step(export_onnx_op(model=student, quantize=quantize, dataset=dataset), "export_onnx", "Export ONNX")
+        onnx = step(
+            export_onnx_op(model=student, quantize=quantize, dataset=dataset), "export_onnx", "Export ONNX"
+        )
         models["onnx_fp32"] = onnx.outputs["out"]
-        opt = step(optimize_onnx_op(model=onnx.outputs["out"], quantize=quantize), "optimize_onnx", "ORT graph optimization")
+        opt = step(
+            optimize_onnx_op(model=onnx.outputs["out"], quantize=quantize),
+            "optimize_onnx",
+            "ORT graph optimization",
+        )
         models["onnx_optimized"] = opt.outputs["out"]
-        dyn = step(quantize_ort_dynamic_op(model=opt.outputs["out"], quantize=quantize), "quantize_ort_dynamic", "ORT INT8 dynamic")
+        dyn = step(
+            quantize_ort_dynamic_op(model=opt.outputs["out"], quantize=quantize),
+            "quantize_ort_dynamic",
+            "ORT INT8 dynamic",
+        )
         models["ort_int8_dynamic"] = dyn.outputs["out"]
-        sta = step(quantize_ort_static_op(model=opt.outputs["out"], quantize=quantize, dataset=dataset), "quantize_ort_static", "ORT INT8 static")
+        sta = step(
+            quantize_ort_static_op(model=opt.outputs["out"], quantize=quantize, dataset=dataset),
+            "quantize_ort_static",
+            "ORT INT8 static",
+        )
         models["ort_int8_static"] = sta.outputs["out"]
         for method in prune_methods:
-            pr = step(prune_op(dataset=dataset, teacher=teacher_model, student=student, prune=prune, method=method), "prune", f"Prune ({method})")
+            pr = step(
+                prune_op(dataset=dataset, teacher=teacher_model, student=student, prune=prune, method=method),
+                "prune",
+                f"Prune ({method})",
+            )
             models[f"pruned_{method}"] = pr.outputs["pruned"]
         if structured:
-            ps = step(prune_structured_op(dataset=dataset, teacher=teacher_model, student=student, prune=prune), "prune_structured", "Prune (structured)")
+            ps = step(
+                prune_structured_op(dataset=dataset, teacher=teacher_model, student=student, prune=prune),
+                "prune_structured",
+                "Prune (structured)",
+            )
             models["pruned_structured"] = ps.outputs["pruned"]
 
         # Benchmarks run one after another: candidates never share cores while being timed.
         results, previous = {}, None
         for name, model in models.items():
-            bench = step(benchmark_op(model=model, dataset=dataset, benchmark=benchmark, candidate=name), "benchmark", f"Benchmark {name}")
+            bench = step(
+                benchmark_op(model=model, dataset=dataset, benchmark=benchmark, candidate=name),
+                "benchmark",
+                f"Benchmark {name}",
+            )
             if previous is not None:
                 bench.after(previous)
             results[name], previous = bench.outputs["result"], bench
@@ -153,18 +223,33 @@ def build_pipeline(cfg: PipelineConfig):
         decision = step(gate_op(gate=gate, model_name=model_name, **gate_inputs), "gate", "SLO gate")
         promote_inputs = {k: v for k, v in models.items() if k in GATE_INPUTS}
         step(
-            promote_op(decision=decision.outputs["decision"], gate=gate, model_name=model_name, **promote_inputs),
-            "promote", "Promote to production",
+            promote_op(
+                decision=decision.outputs["decision"], gate=gate, model_name=model_name, **promote_inputs
+            ),
+            "promote",
+            "Promote to production",
         )
-        return Outputs(decision=decision.outputs["decision"], report=decision.outputs["report"], chosen=decision.outputs["Output"])
+        return Outputs(
+            decision=decision.outputs["decision"],
+            report=decision.outputs["report"],
+            chosen=decision.outputs["Output"],
+        )
 
     return compression
 
 
 # Candidate names the gate and promote components take as inputs.
 GATE_INPUTS = (
-    "teacher", "student", "torch_int8", "onnx_fp32", "onnx_optimized", "ort_int8_dynamic", "ort_int8_static",
-    "pruned_movement", "pruned_magnitude", "pruned_structured",
+    "teacher",
+    "student",
+    "torch_int8",
+    "onnx_fp32",
+    "onnx_optimized",
+    "ort_int8_dynamic",
+    "ort_int8_static",
+    "pruned_movement",
+    "pruned_magnitude",
+    "pruned_structured",
 )
 
 

@@ -22,6 +22,7 @@ STATE = Path(".shrink")
 
 
 def new_run_id(cfg: PipelineConfig) -> str:
+    """A readable, sortable run id: the pipeline name and the UTC start time."""
     return f"{cfg.name}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
 
 

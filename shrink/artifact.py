@@ -76,6 +76,7 @@ class ArtifactMeta:
 
     @property
     def num_labels(self) -> int:
+        """Number of classes the model predicts."""
         return len(self.label_names)
 
     def content_hash(self) -> str:
@@ -188,7 +189,9 @@ def verify_files(directory: str | Path, meta: ArtifactMeta) -> None:
             raise ShrinkError(f"{path}: listed in {META_FILE} but missing")
         actual = sha256_file(path)
         if actual != expected:
-            raise ShrinkError(f"{path}: sha256 mismatch (expected {expected[:12]}…, found {actual[:12]}…); corrupt or tampered")
+            raise ShrinkError(
+                f"{path}: sha256 mismatch (expected {expected[:12]}…, found {actual[:12]}…); corrupt or tampered"
+            )
 
 
 def model_files(directory: str | Path, meta: ArtifactMeta) -> dict[str, int]:

@@ -28,11 +28,15 @@ def _config(args):
 
 
 def cmd_store(args) -> int:
+    """`shrink store up|down|status`: the local SeaweedFS."""
     from shrink import storage
 
     if args.action == "up":
         server = storage.store_up(args.state_dir, s3_port=args.port)
-        print(f"SeaweedFS S3 at {server.endpoint} (data in {server.data_dir}); credentials in {Path(args.state_dir) / storage.ENV_FILE}")
+        print(
+            f"SeaweedFS S3 at {server.endpoint} (data in {server.data_dir}); "
+            f"credentials in {Path(args.state_dir) / storage.ENV_FILE}"
+        )
     elif args.action == "down":
         print("stopped" if storage.store_down(args.state_dir) else "not running")
     else:
@@ -45,6 +49,7 @@ def cmd_store(args) -> int:
 
 
 def cmd_data(args) -> int:
+    """`shrink data`: load the configured data and print what a run would see."""
     from shrink.data import describe, load_dataset
 
     cfg = _config(args)
@@ -55,13 +60,20 @@ def cmd_data(args) -> int:
 
 
 def cmd_run(args) -> int:
+    """`shrink run`: the whole pipeline through kfp.local, then the candidate table."""
     from pipelines.local import run_local
     from shrink import storage
 
     cfg = _config(args)
     storage.load_local_env(args.state_dir)
     try:
-        summary = run_local(cfg, run_id=args.run_id, results_dir=args.results, state_dir=args.state_dir, caching=not args.no_cache)
+        summary = run_local(
+            cfg,
+            run_id=args.run_id,
+            results_dir=args.results,
+            state_dir=args.state_dir,
+            caching=not args.no_cache,
+        )
     except RuntimeError as exc:  # kfp.local: a task failed; its own error line is in the log above
         raise ShrinkError(str(exc).splitlines()[0]) from None
     from shrink.report import format_table
@@ -75,6 +87,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_compile(args) -> int:
+    """`shrink compile`: KFP IR YAML for a cluster, placement checked first."""
     from pipelines.cluster import validate_placement
     from pipelines.compression import compile_pipeline
 
@@ -85,6 +98,7 @@ def cmd_compile(args) -> int:
 
 
 def cmd_submit(args) -> int:
+    """`shrink submit`: start a run on a Kubeflow cluster."""
     from pipelines import cluster
 
     cfg = _config(args)
@@ -94,15 +108,25 @@ def cmd_submit(args) -> int:
 
 
 def cmd_schedule(args) -> int:
+    """`shrink schedule`: a recurring run for scheduled retraining."""
     from pipelines import cluster
 
     cfg = _config(args)
-    print(cluster.schedule(cfg, host=args.host, token=args.token, experiment=args.experiment, cron=args.cron,
-                           max_concurrency=args.max_concurrency))
+    print(
+        cluster.schedule(
+            cfg,
+            host=args.host,
+            token=args.token,
+            experiment=args.experiment,
+            cron=args.cron,
+            max_concurrency=args.max_concurrency,
+        )
+    )
     return 0
 
 
 def cmd_runs(args) -> int:
+    """`shrink runs`: recent runs and their gate outcome, one JSON object a line."""
     from pipelines import cluster
 
     for run in cluster.list_runs(host=args.host, token=args.token, experiment=args.experiment, limit=args.limit):
@@ -111,17 +135,21 @@ def cmd_runs(args) -> int:
 
 
 def cmd_promote(args) -> int:
+    """`shrink promote --rollback`: point production back at the previous version."""
     from shrink import promote, storage
 
     storage.load_local_env(args.state_dir)
     if not args.rollback:
-        raise ShrinkError("promote: promotion happens in the pipeline's gate; use --rollback to restore the previous version")
+        raise ShrinkError(
+            "promote: promotion happens in the pipeline's gate; use --rollback to restore the previous version"
+        )
     pointer = promote.rollback(args.model_name, args.registry)
     print(f"production -> {pointer['version']} ({pointer['uri']})")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser; one sub-command per function above."""
     parser = argparse.ArgumentParser(prog="shrink", description=__doc__.split("\n\n")[0])
     parser.add_argument("--state-dir", default=".shrink", help="local state: object store data, runs, cache")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -147,9 +175,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default="pipeline.yaml")
     p.set_defaults(func=cmd_compile)
 
-    for name, func, help_ in (("submit", cmd_submit, "start a run on Kubeflow"),
-                              ("schedule", cmd_schedule, "create a recurring run on Kubeflow"),
-                              ("runs", cmd_runs, "list recent runs on Kubeflow")):
+    for name, func, help_ in (
+        ("submit", cmd_submit, "start a run on Kubeflow"),
+        ("schedule", cmd_schedule, "create a recurring run on Kubeflow"),
+        ("runs", cmd_runs, "list recent runs on Kubeflow"),
+    ):
         p = sub.add_parser(name, help=help_)
         if name != "runs":
             p.add_argument("--config", required=True)
@@ -172,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``shrink`` console script; returns the exit code."""
     from shrink.logs import setup_logging
 
     args = build_parser().parse_args(argv)

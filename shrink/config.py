@@ -72,6 +72,9 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             raise ShrinkError(f"{where}: expected true or false, got {value!r}")
         return value
     if tp is int:
+        # KFP passes dict parameters as protobuf Structs, where every number is a double: 42 arrives as 42.0.
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
         if isinstance(value, bool) or not isinstance(value, int):
             raise ShrinkError(f"{where}: expected an integer, got {type(value).__name__} {value!r}")
         return value
@@ -164,6 +167,7 @@ class DataConfig:
     seed: int = 42
 
     def check(self, where: str) -> None:
+        """Value rules the types alone cannot express."""
         _require(bool(self.source.strip()), f"{where}.source", "must not be empty")
         _require(0 < self.validation_fraction < 1, f"{where}.validation_fraction", "must be in (0, 1)")
         _require(self.max_per_class is None or self.max_per_class > 0, f"{where}.max_per_class", "must be > 0")
@@ -276,6 +280,7 @@ class RuntimeConfig:
     execution_provider: str = "CPUExecutionProvider"
 
     def check(self, where: str) -> None:
+        """Value rules the types alone cannot express."""
         _require(self.intra_op_threads >= 0, f"{where}.intra_op_threads", "must be >= 0 (0: ONNX Runtime decides)")
         _require(self.inter_op_threads >= 0, f"{where}.inter_op_threads", "must be >= 0 (0: ONNX Runtime decides)")
         _require(bool(self.execution_provider.strip()), f"{where}.execution_provider", "must not be empty")
@@ -298,6 +303,7 @@ class QuantizeConfig:
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
     def check(self, where: str) -> None:
+        """Value rules the types alone cannot express."""
         _require(self.opset >= 17, f"{where}.opset", f"{self.opset} is too old; LayerNormalization needs >= 17")
         _require(self.parity_samples > 0, f"{where}.parity_samples", "must be > 0")
         _require(self.calibration_samples > 0, f"{where}.calibration_samples", "must be > 0")
@@ -333,14 +339,16 @@ class BenchmarkConfig:
         _require(self.latency_samples >= 1, f"{where}.latency_samples", "must be >= 1")
         _require(all(b >= 1 for b in self.batch_sizes), f"{where}.batch_sizes", "each must be >= 1")
         _require(self.intra_op_threads >= 1, f"{where}.intra_op_threads", "must be >= 1")
-        _require(self.max_eval_examples is None or self.max_eval_examples >= 1, f"{where}.max_eval_examples",
-                 "must be >= 1")
+        _require(
+            self.max_eval_examples is None or self.max_eval_examples >= 1,
+            f"{where}.max_eval_examples",
+            "must be >= 1",
+        )
         _require(self.eval_batch_size >= 1, f"{where}.eval_batch_size", "must be >= 1")
         _require(self.throughput_queries >= 1, f"{where}.throughput_queries", "must be >= 1")
         _require(self.bootstrap_resamples >= 10, f"{where}.bootstrap_resamples", "must be >= 10")
         _require(self.instance_price_per_hour >= 0, f"{where}.instance_price_per_hour", "must be >= 0")
-        _require(self.instance_cores is None or self.instance_cores >= 1, f"{where}.instance_cores",
-                 "must be >= 1")
+        _require(self.instance_cores is None or self.instance_cores >= 1, f"{where}.instance_cores", "must be >= 1")
 
 
 @dataclass
@@ -356,9 +364,7 @@ class PruneConfig:
     """
 
     enabled: bool = False
-    methods: list[Literal["magnitude", "movement", "structured"]] = field(
-        default_factory=lambda: ["movement"]
-    )
+    methods: list[Literal["magnitude", "movement", "structured"]] = field(default_factory=lambda: ["movement"])
     target_sparsity: float = 0.9
     initial_sparsity: float = 0.0
     scope: Literal["global", "per_layer"] = "global"
@@ -464,6 +470,7 @@ class ImagesConfig:
     tag: str | None = None
 
     def check(self, where: str) -> None:
+        """Value rules the types alone cannot express."""
         _require(self.tag != "latest", f"{where}.tag", "'latest' is not reproducible; pin a version")
 
 
@@ -494,6 +501,7 @@ class PipelineConfig:
     store: StoreConfig = field(default_factory=StoreConfig)
 
     def check(self, where: str) -> None:
+        """Value rules the types alone cannot express."""
         _require(bool(self.model_name.strip()), f"{where}.model_name", "must not be empty")
 
 

@@ -42,6 +42,7 @@ class DataInfo:
 
     @property
     def has_oos(self) -> bool:
+        """Whether the data has an out-of-scope class (CLINC150 does, BANKING77 does not)."""
         return OOS_LABEL in self.label_names
 
 
@@ -74,7 +75,11 @@ def _read_clinc(path: Path) -> Rows:
     if not isinstance(raw, dict):
         raise ShrinkError(f"{path}: expected a JSON object with train/val/test keys")
     rows: Rows = {}
-    for split, keys in (("train", ("train", "oos_train")), ("validation", ("val", "oos_val")), ("test", ("test", "oos_test"))):
+    for split, keys in (
+        ("train", ("train", "oos_train")),
+        ("validation", ("val", "oos_val")),
+        ("test", ("test", "oos_test")),
+    ):
         if keys[0] not in raw:
             raise ShrinkError(f"{path}: missing the {keys[0]!r} split")
         rows[split] = []
@@ -109,7 +114,9 @@ def _read_csv(path: Path, cfg: DataConfig) -> list[tuple[str, str]]:
                 raise ShrinkError(f"{path}: empty CSV (no header)")
             text_col, label_col = _sniff_columns(list(reader.fieldnames), cfg, str(path))
             # Header is line 1, so data row i sits on line i + 2.
-            return [_check_row(r.get(text_col), r.get(label_col), f"{path}:{i + 2}") for i, r in enumerate(reader)]
+            return [
+                _check_row(r.get(text_col), r.get(label_col), f"{path}:{i + 2}") for i, r in enumerate(reader)
+            ]
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise ShrinkError(f"{path}: cannot read CSV: {exc}") from None
 
@@ -122,7 +129,9 @@ def _read_csv_dir(path: Path, cfg: DataConfig) -> Rows:
             break
     missing = [str(f) for s, f in files.items() if not f.is_file()]
     if missing:
-        raise ShrinkError(f"{missing[0]}: file not found (a CSV dataset directory needs train.csv and test.csv)")
+        raise ShrinkError(
+            f"{missing[0]}: file not found (a CSV dataset directory needs train.csv and test.csv)"
+        )
     return {split: _read_csv(f, cfg) for split, f in files.items()}
 
 
@@ -130,7 +139,13 @@ def _from_hf_dataset(dd: Any, where: str, cfg: DataConfig) -> Rows:
     """Rows from a datasets.DatasetDict (hub or save_to_disk); ClassLabel ids become names."""
     from datasets import ClassLabel
 
-    aliases = {"train": "train", "validation": "validation", "val": "validation", "dev": "validation", "test": "test"}
+    aliases = {
+        "train": "train",
+        "validation": "validation",
+        "val": "validation",
+        "dev": "validation",
+        "test": "test",
+    }
     rows: Rows = {}
     for name, ds in dd.items():
         split = aliases.get(name)
@@ -167,7 +182,9 @@ def _read_source(source: str, cfg: DataConfig) -> Rows:
         try:
             dd = datasets.load_dataset(name, config)
         except Exception as exc:  # noqa: BLE001 - the hub raises many types; the message is what matters
-            raise ShrinkError(f"{source}: cannot load from the Hugging Face hub: {exc}".splitlines()[0]) from None
+            raise ShrinkError(
+                f"{source}: cannot load from the Hugging Face hub: {exc}".splitlines()[0]
+            ) from None
         return _from_hf_dataset(dd, source, cfg)
     path = Path(source)
     if not path.exists():
@@ -223,7 +240,9 @@ def load_dataset(cfg: DataConfig):
         known = {label for _, label in rows["train"]}
         unknown = sorted(wanted - known)
         if unknown:
-            raise ShrinkError(f"{cfg.source}: data.labels names labels not in the training split: {unknown[:5]}")
+            raise ShrinkError(
+                f"{cfg.source}: data.labels names labels not in the training split: {unknown[:5]}"
+            )
         rows = {s: [r for r in rs if r[1] in wanted] for s, rs in rows.items()}
     if cfg.max_per_class:
         rows = {s: _subsample(rs, cfg.max_per_class, cfg.seed) for s, rs in rows.items()}
@@ -234,9 +253,13 @@ def load_dataset(cfg: DataConfig):
     for split in ("validation", "test"):
         absent = sorted({label for _, label in rows.get(split, [])} - train_labels)
         if absent:
-            raise ShrinkError(f"{cfg.source}: {split} labels absent from train: {absent[:5]} ({len(absent)} in all)")
+            raise ShrinkError(
+                f"{cfg.source}: {split} labels absent from train: {absent[:5]} ({len(absent)} in all)"
+            )
     names = sorted(train_labels)
-    features = datasets.Features({"text": datasets.Value("string"), "label": datasets.ClassLabel(names=names)})
+    features = datasets.Features(
+        {"text": datasets.Value("string"), "label": datasets.ClassLabel(names=names)}
+    )
     index = {n: i for i, n in enumerate(names)}
 
     def build(rs: list[tuple[str, str]]):
@@ -248,11 +271,15 @@ def load_dataset(cfg: DataConfig):
     if "validation" not in dd:
         too_rare = [n for n, c in Counter(lab for _, lab in rows["train"]).items() if c < 2]
         if too_rare:
-            raise ShrinkError(f"{cfg.source}: cannot carve a stratified validation split; labels with one example: {too_rare[:5]}")
+            raise ShrinkError(
+                f"{cfg.source}: cannot carve a stratified validation split; labels with one example: {too_rare[:5]}"
+            )
         carved = dd["train"].train_test_split(
             test_size=cfg.validation_fraction, stratify_by_column="label", seed=cfg.seed
         )
-        dd = datasets.DatasetDict({"train": carved["train"], "validation": carved["test"], "test": dd["test"]})
+        dd = datasets.DatasetDict(
+            {"train": carved["train"], "validation": carved["test"], "test": dd["test"]}
+        )
     return datasets.DatasetDict({s: dd[s] for s in SPLITS})
 
 

@@ -21,6 +21,7 @@ log = logging.getLogger("shrink")
 
 
 def setup_logging(level: int = logging.INFO) -> None:
+    """Log lines with a timestamp on stderr, where KFP collects them."""
     if not log.handlers:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
@@ -30,6 +31,7 @@ def setup_logging(level: int = logging.INFO) -> None:
 
 
 def interactive() -> bool:
+    """Whether a person is watching a terminal (bars) or a log is being written (lines)."""
     return sys.stderr.isatty()
 
 

@@ -258,8 +258,18 @@ def _preprocess(path: Path, tmp: str) -> tuple[Path, Any]:
 
 
 def _excluded_nodes(model, patterns: list[str]) -> list[str]:
-    """ONNX node names matching ``keep_fp32`` (exported names carry the module path, e.g. /classifier/Gemm)."""
-    return [n.name for n in model.graph.node if _keep_fp32(n.name, patterns)]
+    """ONNX node names matching ``keep_fp32`` (exported names carry the module path, e.g. /classifier/Gemm).
+
+    The dynamic quantizer rewrites a Gemm into ``<name>_MatMul`` + ``<name>_Add`` before it
+    quantizes, so a kept Gemm is excluded under its new name too.
+    """
+    names = []
+    for node in model.graph.node:
+        if _keep_fp32(node.name, patterns):
+            names.append(node.name)
+            if node.op_type == "Gemm":
+                names.append(node.name + "_MatMul")
+    return names
 
 
 def _finish_int8(out: Path, model_dir: Path, meta: ArtifactMeta, cfg: QuantizeConfig, technique: str,
@@ -302,8 +312,8 @@ def quantize_ort_dynamic(
     DynamicQuantizeMatMul), Attention (-> QAttention) in a fused graph, and, with
     ``quantize_embeddings``, the word-embedding Gather / EmbedLayerNormalization
     (-> QEmbedLayerNormalization), which is what takes the file to ~1/4 (see the
-    module docstring). The pooler and classifier are Gemm nodes, which the dynamic
-    quantizer does not touch, and ``keep_fp32`` names them anyway.
+    module docstring). Nodes named by ``keep_fp32`` (the pooler and classifier
+    by default) stay FP32.
 
     Which graph to give it: the optimized (fused) one. Measured on MiniLM-L6
     fine-tuned on CLINC150 (bench/quantize.py): quantizing the fused graph turns

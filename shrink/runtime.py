@@ -37,6 +37,7 @@ class Classifier:
 
     @property
     def label_names(self) -> list[str]:
+        """Class names in the order of the logits."""
         return self.meta.label_names
 
     def encode(self, texts: list[str]) -> dict[str, np.ndarray]:
@@ -47,9 +48,11 @@ class Classifier:
         return {k: v.astype(np.int64) for k, v in enc.items()}
 
     def logits(self, encoded: dict[str, np.ndarray]) -> np.ndarray:
+        """Raw scores, shape (batch, labels), for already encoded inputs."""
         raise NotImplementedError
 
     def predict(self, texts: list[str]) -> np.ndarray:
+        """Predicted label ids for raw texts: what a request costs end to end."""
         return self.logits(self.encode(texts)).argmax(axis=-1)
 
     def predict_all(self, texts: list[str], batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
@@ -67,6 +70,7 @@ class TorchClassifier(Classifier):
         self.module = module.eval()
 
     def logits(self, encoded):
+        """Run the PyTorch module without autograd."""
         import torch
 
         with torch.inference_mode():
@@ -103,6 +107,7 @@ class OrtClassifier(Classifier):
         self.input_names = [i.name for i in self.session.get_inputs()]
 
     def logits(self, encoded):
+        """Run the session; inputs the graph does not take (e.g. token_type_ids) are dropped."""
         feeds = {k: v for k, v in encoded.items() if k in self.input_names}
         return self.session.run(None, feeds)[0]
 

@@ -37,6 +37,7 @@ DEFAULT_BUCKETS = ("shrink", "shrink-models")
 
 
 def endpoint_url() -> str | None:
+    """The S3 endpoint from the environment (None means AWS itself)."""
     return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
 
 
@@ -76,7 +77,9 @@ def _explain(exc: Exception, uri: str) -> ShrinkError:
     from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
 
     if isinstance(exc, EndpointConnectionError):
-        return ShrinkError(f"{uri}: object store at {endpoint_url() or 'AWS'} is not reachable (is it running? `shrink store up`)")
+        return ShrinkError(
+            f"{uri}: object store at {endpoint_url() or 'AWS'} is not reachable (is it running? `shrink store up`)"
+        )
     if isinstance(exc, NoCredentialsError):
         return ShrinkError(f"{uri}: no S3 credentials (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)")
     if isinstance(exc, ClientError):
@@ -112,6 +115,7 @@ def list_keys(uri: str, s3=None) -> list[str]:
 
 
 def exists(uri: str, s3=None) -> bool:
+    """Whether one object exists; other errors are raised, not taken for absence."""
     from botocore.exceptions import ClientError
 
     s3 = s3 or client()
@@ -136,6 +140,7 @@ def put_json(uri: str, obj: Any, s3=None) -> None:
 
 
 def get_json(uri: str, s3=None) -> Any:
+    """Read a small JSON object."""
     s3 = s3 or client()
     bucket, key = parse_uri(uri)
     body = _call(uri, s3.get_object, Bucket=bucket, Key=key)["Body"].read()
@@ -146,6 +151,7 @@ def get_json(uri: str, s3=None) -> Any:
 
 
 def ensure_bucket(name: str, s3=None) -> None:
+    """Create a bucket unless it exists."""
     from botocore.exceptions import ClientError
 
     s3 = s3 or client()
@@ -178,9 +184,7 @@ def upload_dir(local: str | Path, uri: str, s3=None) -> dict[str, dict[str, Any]
     s3 = s3 or client()
     bucket, prefix = parse_uri(uri.rstrip("/") + "/")
     files = [p for p in sorted(root.rglob("*")) if p.is_file() and p.name != MANIFEST]
-    manifest = {
-        p.relative_to(root).as_posix(): {"sha256": sha256_file(p), "size": p.stat().st_size} for p in files
-    }
+    manifest = {p.relative_to(root).as_posix(): {"sha256": sha256_file(p), "size": p.stat().st_size} for p in files}
     from botocore.exceptions import BotoCoreError, ClientError
 
     try:
@@ -195,6 +199,7 @@ def upload_dir(local: str | Path, uri: str, s3=None) -> dict[str, dict[str, Any]
 
 
 def read_manifest(uri: str, s3=None) -> dict[str, dict[str, Any]]:
+    """The manifest of an uploaded directory; its absence means the upload is incomplete."""
     bucket, prefix = parse_uri(uri.rstrip("/") + "/")
     manifest_uri = f"s3://{bucket}/{prefix}{MANIFEST}"
     if not exists(manifest_uri, s3=s3):
@@ -277,6 +282,7 @@ def download_source(uri: str, cache_dir: str | Path | None = None) -> Path:
 
 
 def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -312,6 +318,7 @@ class SeaweedServer:
 
     @classmethod
     def on_free_ports(cls, data_dir: str | Path, s3_port: int | None = None) -> SeaweedServer:
+        """A server with fresh credentials and every port chosen free (tests, first `store up`)."""
         return cls(
             data_dir=str(Path(data_dir).resolve()),
             access_key="shrink" + secrets.token_hex(4),
@@ -325,6 +332,7 @@ class SeaweedServer:
 
     @property
     def endpoint(self) -> str:
+        """The S3 endpoint URL."""
         return f"http://127.0.0.1:{self.s3_port}"
 
     def env(self) -> dict[str, str]:
@@ -337,6 +345,7 @@ class SeaweedServer:
         }
 
     def command(self) -> list[str]:
+        """The ``weed mini`` command line."""
         # gRPC ports default to HTTP port + 10000; each is bound explicitly to stay clear of other servers.
         return [
             weed_binary(),
@@ -356,23 +365,32 @@ class SeaweedServer:
         ]
 
     def start(self, log_path: str | Path | None = None, detach: bool = False) -> None:
+        """Launch the server; ``detach`` lets it outlive this process (``shrink store up``)."""
         Path(self.data_dir).mkdir(parents=True, exist_ok=True)
         log = open(log_path or Path(self.data_dir) / "weed.log", "ab")  # noqa: SIM115 - owned by the child
         env = {**os.environ, "AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key}
         proc = subprocess.Popen(
-            self.command(), stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.data_dir,
+            self.command(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=self.data_dir,
             start_new_session=detach,
         )
         self.pid = proc.pid
         self._proc = proc
 
     def ping(self) -> bool:
+        """Whether the S3 API answers an authenticated request."""
         import boto3
         from botocore.config import Config
 
         s3 = boto3.client(
-            "s3", endpoint_url=self.endpoint, aws_access_key_id=self.access_key,
-            aws_secret_access_key=self.secret_key, region_name="us-east-1",
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+            region_name="us-east-1",
             config=Config(retries={"max_attempts": 1}, connect_timeout=1, read_timeout=3),
         )
         try:
@@ -382,17 +400,21 @@ class SeaweedServer:
             return False
 
     def wait_ready(self, timeout: float = 60.0) -> None:
+        """Block until the S3 API answers, or fail naming the log."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             proc = getattr(self, "_proc", None)
             if proc is not None and proc.poll() is not None:
-                raise ShrinkError(f"SeaweedFS exited with code {proc.returncode}; see {Path(self.data_dir) / 'weed.log'}")
+                raise ShrinkError(
+                    f"SeaweedFS exited with code {proc.returncode}; see {Path(self.data_dir) / 'weed.log'}"
+                )
             if self.ping():
                 return
             time.sleep(0.5)
         raise ShrinkError(f"SeaweedFS at {self.endpoint} did not answer within {timeout:.0f}s")
 
     def create_buckets(self, names: tuple[str, ...] | list[str] = DEFAULT_BUCKETS) -> None:
+        """Create the buckets the pipeline uses, with this server's credentials."""
         saved = {k: os.environ.get(k) for k in self.env()}
         os.environ.update(self.env())
         try:
@@ -442,6 +464,7 @@ class SeaweedServer:
             self.pid = None
 
     def to_state(self) -> dict[str, Any]:
+        """What ``.shrink/store.json`` keeps to find and restart the server."""
         return asdict(self)
 
 
@@ -518,6 +541,7 @@ def store_up(state_dir: str | Path = STATE_DIR, s3_port: int = 8333, buckets=DEF
 
 
 def store_down(state_dir: str | Path = STATE_DIR) -> bool:
+    """Stop the local server; False when it was not running."""
     path = _state_path(Path(state_dir))
     if not path.is_file():
         return False

@@ -13,8 +13,17 @@ CLINC = DATA / "clinc150"
 BANKING = DATA / "banking77"
 # Ten intents from different domains, plus out-of-scope: small, real, and hard enough to learn from.
 SLICE_LABELS = [
-    "balance", "book_flight", "calories", "change_language", "cook_time",
-    "credit_score", "play_music", "translate", "weather", "what_is_your_name", "oos",
+    "balance",
+    "book_flight",
+    "calories",
+    "change_language",
+    "cook_time",
+    "credit_score",
+    "play_music",
+    "translate",
+    "weather",
+    "what_is_your_name",
+    "oos",
 ]
 
 

@@ -13,8 +13,14 @@ def sealed(tmp_path, tiny_model_dir):
     from shrink.models import load_classifier, load_tokenizer
 
     model = load_classifier(tiny_model_dir)
-    meta = save_classifier(model, load_tokenizer(tiny_model_dir), tmp_path / "art",
-                           label_names=list(model.config.id2label.values()), technique="test", settings={"k": 1})
+    meta = save_classifier(
+        model,
+        load_tokenizer(tiny_model_dir),
+        tmp_path / "art",
+        label_names=list(model.config.id2label.values()),
+        technique="test",
+        settings={"k": 1},
+    )
     return tmp_path / "art", meta
 
 
@@ -62,8 +68,14 @@ def test_lineage_chains(sealed, tmp_path):
     child_dir = tmp_path / "child"
     child_dir.mkdir()
     (child_dir / "model.onnx").write_bytes(b"onnx")
-    child = write_artifact(child_dir, format="onnx", precision="fp32", label_names=parent.label_names,
-                           technique="onnx-export", parent=parent)
+    child = write_artifact(
+        child_dir,
+        format="onnx",
+        precision="fp32",
+        label_names=parent.label_names,
+        technique="onnx-export",
+        parent=parent,
+    )
     assert child.parent["content_hash"] == parent.content_hash()
     assert [step["technique"] for step in child.lineage] == ["test"]
     assert json.loads((child_dir / "shrink.json").read_text())["parent"]["technique"] == "test"

@@ -287,7 +287,8 @@ def test_import_teacher_checks_labels_and_keeps_lineage(tmp_path, clinc_slice, t
     teacher = read_meta(teacher_dir)
     assert meta.technique == "import"
     assert meta.parent["content_hash"] == teacher.content_hash()
-    assert meta.metrics["val_accuracy"] == pytest.approx(teacher.metrics["val_accuracy"], abs=1.5 / 240)
+    n_val = len(load_prepared(clinc_slice)[0]["validation"])
+    assert meta.metrics["val_accuracy"] == pytest.approx(teacher.metrics["val_accuracy"], abs=1.5 / n_val)
 
     labels = load_prepared(clinc_slice)[1].label_names
     other = tiny_bert(labels[:-1] + ["something_else"], minilm_dir, tmp_path / "other")
@@ -363,7 +364,7 @@ def test_soft_targets_alone_teach_a_random_student(
     tmp_path, clinc_slice, teacher_dir, logits_dir, tiny_model_dir
 ):
     """alpha = 0: the student never sees a label, only the teacher's logits, and still learns the task."""
-    cfg = DistillConfig(student_checkpoint=str(tiny_model_dir), train=TrainConfig(epochs=6, **FAST))
+    cfg = DistillConfig(student_checkpoint=str(tiny_model_dir), train=TrainConfig(epochs=5, **FAST))
     meta = distill(
         cfg,
         clinc_slice,
@@ -378,7 +379,7 @@ def test_soft_targets_alone_teach_a_random_student(
     dd, _ = load_prepared(clinc_slice)
     student_pred, _ = open_classifier(tmp_path / "s").predict_all(dd["validation"]["text"])
     teacher_pred, _ = open_classifier(teacher_dir).predict_all(dd["validation"]["text"])
-    assert (student_pred == teacher_pred).mean() > 0.6
+    assert (student_pred == teacher_pred).mean() > 0.6  # chance agreement is about 1/11
 
 
 # --------------------------------------------------------------------------- bad inputs

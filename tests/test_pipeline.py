@@ -7,7 +7,6 @@ import os
 import re
 from pathlib import Path
 
-import pytest
 import yaml
 
 from shrink.config import load_pipeline_config
@@ -41,7 +40,9 @@ def test_compiled_ir_matches_golden(tmp_path):
     if os.environ.get("UPDATE_GOLDEN") == "1":
         GOLDEN.write_text(yaml.safe_dump_all(docs, sort_keys=True))
     expected = list(yaml.safe_load_all(GOLDEN.read_text()))
-    assert docs == expected, "the DAG changed: review the diff, then regenerate with UPDATE_GOLDEN=1 pytest tests/test_pipeline.py"
+    assert docs == expected, (
+        "the DAG changed: review the diff, then regenerate with UPDATE_GOLDEN=1 pytest tests/test_pipeline.py"
+    )
 
 
 def test_compiled_ir_loads_back_and_places_every_task(tmp_path):

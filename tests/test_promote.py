@@ -2,6 +2,7 @@ import json
 import os
 import random
 import threading
+import time
 import uuid
 
 import pytest
@@ -65,6 +66,20 @@ def fragile_client():
             retries={"max_attempts": 1}, connect_timeout=2, read_timeout=10, s3={"addressing_style": "path"}
         ),
     )
+
+
+def wait_for_io(uri, timeout=90.0):
+    """After a restart S3 answers before the volume server has re-registered: wait for real I/O."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            storage.get_json(uri)
+            storage.put_json("s3://shrink-models/ready-probe.json", {"ok": True})
+            return
+        except ShrinkError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
 
 
 def test_promote_publishes_verified_version_card_and_manifest(seaweed, tmp_path):
@@ -219,6 +234,7 @@ def test_store_killed_mid_upload_keeps_previous_alias(tmp_path, monkeypatch):
         restarted = storage.SeaweedServer(**{**server.to_state(), "pid": None})
         restarted.start()
         restarted.wait_ready(timeout=90)
+        wait_for_io(alias_uri(name, REGISTRY))
         # The alias still names the previous good version; the half upload is not a version.
         assert current_production(name, REGISTRY)["version"] == v1["version"]
         assert list_versions(name, REGISTRY) == [v1["version"]]

@@ -13,13 +13,15 @@ def prepare_data(data: dict, dataset: Output[Dataset], metrics: Output[Metrics])
         dataset: The canonical DatasetDict (save_to_disk) with ``shrink-data.json``.
         metrics: Example counts per split and the number of labels.
     """
-    from shrink.logs import component_main
     from shrink.config import DataConfig, from_dict
     from shrink.data import prepare
+    from shrink.logs import component_main
 
     with component_main("prepare_data"):
         info = prepare(from_dict(DataConfig, data, "data"), dataset.path)
-        dataset.metadata.update({"labels": len(info.label_names), **{f"{s}_examples": n for s, n in info.counts.items()}})
+        dataset.metadata.update(
+            {"labels": len(info.label_names), **{f"{s}_examples": n for s, n in info.counts.items()}}
+        )
         for split, n in info.counts.items():
             metrics.log_metric(f"{split}_examples", n)
         metrics.log_metric("labels", len(info.label_names))
