@@ -250,8 +250,8 @@ def _worker(req: dict[str, Any]) -> dict[str, Any]:
         clf.predict([texts[i % n]])
         clf.logits(encoded[i % len(encoded)])
     gc.collect()
-    # Request and model-only timings alternate, query by query, so both see the same machine: run in two
-    # phases, a change in background load between them would show up as a difference between the two.
+    # Request and model-only timings alternate query by query, so both see the same machine; timed in two
+    # phases, a change in background load between the phases would pass for a cost of tokenization.
     latency, model_ms = [], []
     for i in progress(range(samples), "latency (batch 1)"):
         text, enc = texts[i % n], encoded[i % len(encoded)]

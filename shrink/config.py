@@ -503,11 +503,34 @@ class PipelineConfig:
     def check(self, where: str) -> None:
         """Value rules the types alone cannot express."""
         _require(bool(self.model_name.strip()), f"{where}.model_name", "must not be empty")
+        from shrink.slo import gate_config  # validates the SLOs at load time; stays a dict for KFP
+
+        gate_config(self.gate, f"{where}.gate")
 
 
 def load_pipeline_config(path: str | Path) -> PipelineConfig:
-    """Load a pipeline config; relative data paths are resolved against the current directory."""
-    return load_yaml(PipelineConfig, path)
+    """Load a pipeline config; relative data paths are resolved against the current directory.
+
+    ``gate`` may be the SLO section itself or the name of an SLO file (relative to the
+    config's folder), so one SLO file can serve several pipelines.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ShrinkError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ShrinkError(f"{path}: not valid YAML: {exc}".replace("\n", " ")) from None
+    if isinstance(data, dict) and isinstance(data.get("gate"), str):
+        slo_path = path.parent / data["gate"]
+        if not slo_path.is_file():
+            raise ShrinkError(f"{path}: gate names the SLO file {slo_path}, which does not exist")
+        try:
+            data["gate"] = yaml.safe_load(slo_path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ShrinkError(f"{slo_path}: not valid YAML: {exc}".replace("\n", " ")) from None
+        return from_dict(PipelineConfig, data, where=f"{path} (gate: {slo_path})")
+    return from_dict(PipelineConfig, data, where=str(path))
 
 
 def dumps(obj: Any) -> str:

@@ -105,9 +105,10 @@ def metric_value(record: dict, goal_or_metric: Goal | str) -> Any:
             numbers = [v for v in value.values() if _number(v)]
             value = max(numbers) if numbers else None
     if spec.per_class:
-        if not isinstance(value, dict) or not all(_number(v) for v in value.values()):
+        # None marks a class absent from the evaluated test examples: nothing to compare for it.
+        if not isinstance(value, dict) or not all(v is None or _number(v) for v in value.values()):
             return None
-        return value
+        return {label: v for label, v in value.items() if v is not None}
     return value if _number(value) else None
 
 
@@ -284,7 +285,7 @@ def rank(passing: list[dict], policy: str, tie_tolerance_percent: float = 0.0) -
     others = sorted((e for e in passing if e not in tied), key=full)
     order = [e["name"] for e in tied + others]
     metric = first.lstrip("-")
-    note = f"best {metric} under policy {policy}"
+    note = f"{'highest' if first.startswith('-') else 'lowest'} {metric} (policy {policy})"
     if len(tied) > 1:
         within = f" within {tie_tolerance_percent:g}%" if tie_tolerance_percent else ""
         note += (f"; tied{within} with {', '.join(e['name'] for e in tied[1:])}, "
@@ -406,7 +407,7 @@ def decide(records: list[dict], cfg: GateConfig, production: dict | None = None)
     if chosen is not None:
         entry = next(e for e in entries if e["name"] == chosen)
         n = len(entry["checks"])
-        reason = f"{chosen} passes all {n} checks and is the {note} among {len(order)} passing"
+        reason = f"{chosen} passes all {n} checks and has the {note} of {len(order)} passing"
         if len(order) > 1:
             reason += f" ({', '.join(order)})"
     else:

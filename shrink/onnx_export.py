@@ -22,6 +22,7 @@ import json
 import random
 import re
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +122,7 @@ def quantized_ops(model) -> dict[str, int]:
 
 
 def default_opset(model) -> int:
+    """The ai.onnx opset a graph is stamped with (0 when it declares none)."""
     return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
 
 
@@ -158,6 +160,7 @@ def copy_companions(src: str | Path, dst: str | Path) -> None:
 
 
 def weights_bytes(directory: str | Path, meta: ArtifactMeta) -> int:
+    """Bytes of an artifact's weight files (model + external data), the figure compression is computed on."""
     return sum(model_files(directory, meta).values())
 
 
@@ -287,7 +290,12 @@ def export_onnx(
     axes = {n: {0: "batch", 1: "sequence"} for n in input_names} | {"logits": {0: "batch"}}
     path = out / MODEL_FILE
     log.info("exporting %s to ONNX opset %d (inputs %s)", model_dir, cfg.opset, ", ".join(input_names))
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        # Known and harmless here: the TorchScript exporter's deprecation notice; the tracer's note on
+        # transformers' mask padding branch (always 0 without a KV cache); aten::index for position ids.
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx")
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", message="Exporting aten::index operator")
         torch.onnx.export(
             _logits_only(model, input_names), tuple(sample[n] for n in input_names), str(path),
             input_names=input_names, output_names=["logits"], dynamic_axes=axes, opset_version=cfg.opset,

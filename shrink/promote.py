@@ -117,9 +117,6 @@ def _write_alias(s3, bucket: str, key: str, pointer: dict, etag: str | None) -> 
         raise storage._explain(exc, uri) from None
     except BotoCoreError as exc:
         raise storage._explain(exc, uri) from None
-    current, _ = _read_alias(s3, bucket, key)
-    if current != pointer:
-        raise ShrinkError(f"{uri}: read back a different alias than written; the store ignored the condition")
 
 
 def _trim(pointer: dict | None, depth: int = HISTORY_DEPTH) -> dict | None:
@@ -206,7 +203,7 @@ def inference_service(model_name: str, version: str, uri: str, meta: ArtifactMet
 
 
 def model_card(model_name: str, version: str, uri: str, meta: ArtifactMeta, candidate: str,
-               decision: dict, record: dict | None, previous: dict | None) -> dict:
+               decision: dict, record: dict | None, previous: dict | None, promoted_at: str) -> dict:
     """What a reviewer needs to trust the model: figures, goals met, where it came from, what it ran on."""
     entry = next((c for c in decision.get("candidates", []) if c.get("name") == candidate), {})
     teacher = next((c for c in decision.get("candidates", []) if c.get("name") == "teacher"), {})
@@ -217,7 +214,7 @@ def model_card(model_name: str, version: str, uri: str, meta: ArtifactMeta, cand
         "uri": uri,
         "candidate": candidate,
         "content_hash": meta.content_hash(),
-        "promoted_at": _now(),
+        "promoted_at": promoted_at,
         "format": meta.format,
         "precision": meta.precision,
         "technique": meta.technique,
@@ -344,7 +341,10 @@ def promote(model_dir: str | Path, decision: dict, cfg: GateConfig, model_name: 
     meta = read_meta(model_dir)  # verifies every file against shrink.json
     record = (decision.get("records") or {}).get(candidate)
     expected = ((record or {}).get("artifact") or {}).get("content_hash")
-    if expected and expected != meta.content_hash():
+    if not expected:
+        raise ShrinkError(f"decision: no benchmark record with a content hash for {candidate!r}; "
+                          "only a measured model can be promoted")
+    if expected != meta.content_hash():
         raise ShrinkError(f"{model_dir}: content hash {meta.content_hash()[:12]} is not the benchmarked "
                           f"{candidate} ({expected[:12]}); refusing to promote a model that was not measured")
     clash = [f for f in CARD_FILES if (Path(model_dir) / f).exists()]
@@ -365,12 +365,14 @@ def promote(model_dir: str | Path, decision: dict, cfg: GateConfig, model_name: 
         log.info("promote: %s is already in production as %s; alias unchanged", candidate, current["version"])
         return {**current, "unchanged": True}
 
-    version = make_version(meta)
+    now = time.time()
+    promoted_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
+    version = make_version(meta, now)
     uri = f"s3://{bucket}/{root}{version}/"
     with tempfile.TemporaryDirectory(prefix="shrink-promote-") as tmp:
         stage = Path(tmp) / version
         shutil.copytree(model_dir, stage)
-        card = model_card(model_name, version, uri, meta, candidate, decision, record, current)
+        card = model_card(model_name, version, uri, meta, candidate, decision, record, current, promoted_at)
         (stage / "benchmark.json").write_text(json.dumps(record or {}, indent=2))
         (stage / "model-card.json").write_text(json.dumps(card, indent=2))
         (stage / "MODEL_CARD.md").write_text(model_card_markdown(card))
@@ -386,8 +388,8 @@ def promote(model_dir: str | Path, decision: dict, cfg: GateConfig, model_name: 
         "content_hash": meta.content_hash(),
         "candidate": candidate,
         "format": meta.format,
-        "promoted_at": _now(),
-        "updated_at": _now(),
+        "promoted_at": promoted_at,
+        "updated_at": promoted_at,
         "action": "promote",
         "previous": _trim(current),
     }

@@ -112,7 +112,9 @@ def plot_png(decision: dict, records: list[dict] | None = None) -> bytes:
                    edgecolors=colour, linewidths=1)
         if row["chosen"]:
             ax.scatter(row["p50_ms"], 100 * row["accuracy"], s=area + 250, facecolors="none",
-                       edgecolors="#f9a825", linewidths=3, label=f"promoted: {row['candidate']}")
+                       edgecolors="#f9a825", linewidths=3)
+            ax.scatter([], [], s=120, facecolors="none", edgecolors="#f9a825", linewidths=2,
+                       label=f"promoted: {row['candidate']}")
         size = f"{row['size_mb']:.0f} MB" if row.get("size_mb") is not None else ""
         ax.annotate(f"{row['candidate']}\n{size}", (row["p50_ms"], 100 * row["accuracy"]),
                     textcoords="offset points", xytext=(8, 6), fontsize=8)
@@ -125,6 +127,7 @@ def plot_png(decision: dict, records: list[dict] | None = None) -> bytes:
     ax.grid(True, alpha=0.3)
     if rows:
         ax.legend(loc="lower right", fontsize=8)
+        ax.margins(x=0.15, y=0.12)
         ax.set_xlim(left=0)
     else:
         ax.text(0.5, 0.5, "no valid benchmark records", ha="center", va="center", transform=ax.transAxes)

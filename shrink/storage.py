@@ -31,6 +31,7 @@ from shrink.errors import ShrinkError
 
 MANIFEST = ".shrink-manifest.json"
 DEFAULT_BUCKETS = ("shrink", "shrink-models")
+HEALTH_BUCKET = "shrink-health"
 
 
 # --------------------------------------------------------------------------- client
@@ -380,12 +381,16 @@ class SeaweedServer:
         self.pid = proc.pid
         self._proc = proc
 
-    def ping(self) -> bool:
-        """Whether the S3 API answers an authenticated request."""
+    def ping(self, write: bool = False) -> bool:
+        """Whether the S3 API answers; with ``write``, whether a PUT and a GET of a probe object succeed.
+
+        After a restart SeaweedFS lists buckets a few seconds before reads and writes work,
+        so readiness is judged by a real round trip, not by the listing alone.
+        """
         import boto3
         from botocore.config import Config
 
-        s3 = boto3.client(
+        s3 = boto3.session.Session().client(
             "s3",
             endpoint_url=self.endpoint,
             aws_access_key_id=self.access_key,
@@ -395,6 +400,13 @@ class SeaweedServer:
         )
         try:
             s3.list_buckets()
+            if write:
+                try:
+                    s3.head_bucket(Bucket=HEALTH_BUCKET)
+                except Exception:  # noqa: BLE001 - absent on a fresh store
+                    s3.create_bucket(Bucket=HEALTH_BUCKET)
+                s3.put_object(Bucket=HEALTH_BUCKET, Key="probe", Body=b"ok")
+                return s3.get_object(Bucket=HEALTH_BUCKET, Key="probe")["Body"].read() == b"ok"
             return True
         except Exception:  # noqa: BLE001 - any failure means "not ready yet"
             return False
@@ -408,7 +420,7 @@ class SeaweedServer:
                 raise ShrinkError(
                     f"SeaweedFS exited with code {proc.returncode}; see {Path(self.data_dir) / 'weed.log'}"
                 )
-            if self.ping():
+            if self.ping(write=True):
                 return
             time.sleep(0.5)
         raise ShrinkError(f"SeaweedFS at {self.endpoint} did not answer within {timeout:.0f}s")

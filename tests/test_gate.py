@@ -234,6 +234,16 @@ def test_class_regression_checks_every_class():
     assert d["chosen"] == "fine"  # higher overall accuracy does not hide one collapsed intent
 
 
+def test_class_absent_from_test_split_is_skipped():
+    goal = g("class_accuracy", HIGH, "max_degradation", 0.10, "teacher", name="max_class_regression")
+    teacher = record("teacher", per_class={"balance": 0.9, "oos": None, "transfer": 0.9, "weather": 0.9})
+    ok = record("ok", per_class={"balance": 0.85, "oos": None, "transfer": 0.9, "weather": 0.9})
+    gone = record("gone", per_class={"balance": 0.85, "oos": None, "transfer": 0.9})
+    d = decide([teacher, ok, gone], cfg(goal))
+    assert check(d, "ok", "max_class_regression")["passed"]
+    assert check(d, "gone", "max_class_regression")["failing_classes"] == ["weather"]
+
+
 # --------------------------------------------------------------------------- champion / challenger
 
 

@@ -26,11 +26,11 @@ def _train_tiny(src: Path, dataset: Path, out: Path) -> Path:
     try:
         torch.manual_seed(0)
         model, tok = load_classifier(src), load_tokenizer(src)
-        opt = torch.optim.AdamW(model.parameters(), lr=5e-3)
+        opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
         rows = list(zip(list(dd["train"]["text"]), list(dd["train"]["label"]), strict=True))
         rng = random.Random(0)
         model.train()
-        for _ in range(5):
+        for _ in range(6):
             rng.shuffle(rows)
             for i in range(0, len(rows), 32):
                 batch = rows[i : i + 32]

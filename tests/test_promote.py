@@ -148,6 +148,8 @@ def test_promote_refuses_unmeasured_model_and_stale_decision(seaweed, tmp_path):
     d1, cfg = decision_for(name, meta1, name)
     with pytest.raises(ShrinkError, match="is not the benchmarked ort_int8_dynamic"):
         promote(art2, d1, cfg, name, REGISTRY)
+    with pytest.raises(ShrinkError, match="no benchmark record with a content hash"):
+        promote(art1, {**d1, "records": {}}, cfg, name, REGISTRY)
     d2, _ = decision_for(name, meta2, name)  # decided while nothing was in production
     promote(art1, d1, cfg, name, REGISTRY)
     with pytest.raises(ShrinkError, match="but the gate compared against None; rerun the gate"):
