@@ -191,14 +191,25 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / MB
 
 
-def _import_runtime(meta: ArtifactMeta) -> None:
+def _import_runtime(model_dir: Path, meta: ArtifactMeta) -> None:
     """Import the libraries a format needs, so load time measures the artifact, not Python imports."""
+    import importlib
+
     import transformers  # noqa: F401 - the tokenizer comes from here for every format
 
     if meta.format == "onnx":
         import onnxruntime  # noqa: F401
     else:
         import torch  # noqa: F401
+    loader = meta.extra.get("loader")
+    if loader:
+        module_name, _, func = str(loader).partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise ShrinkError(f"{model_dir / META_FILE}: unknown format: loader {loader!r}: {exc}") from None
+        if not callable(getattr(module, func, None)):
+            raise ShrinkError(f"{model_dir / META_FILE}: unknown format: {module_name} has no function {func!r}")
 
 
 def _set_threads(threads: int) -> int:
@@ -223,16 +234,13 @@ def _worker(req: dict[str, Any]) -> dict[str, Any]:
     model_dir = Path(req["model_dir"])
     threads = int(req["intra_op_threads"])
     meta = read_meta(model_dir, verify=False)  # open_classifier verifies; this only picks the libraries
-    _import_runtime(meta)
+    _import_runtime(model_dir, meta)
     inter_op = _set_threads(threads)
     if meta.format == "onnx":
         inter_op = int(meta.runtime.get("inter_op_threads", 1))
 
     start = time.perf_counter()
-    try:
-        clf = open_classifier(model_dir, threads=threads)
-    except (ImportError, AttributeError) as exc:  # a custom loader named in shrink.json that does not exist
-        raise ShrinkError(f"{model_dir / META_FILE}: cannot load this format ({exc})") from None
+    clf = open_classifier(model_dir, threads=threads)
     load_time = time.perf_counter() - start
     log.info("loaded %s (%s/%s) in %.2fs", model_dir, meta.format, meta.precision, load_time)
 
@@ -324,11 +332,12 @@ def _run_worker(req: dict[str, Any]) -> dict[str, Any]:
         req_path.write_text(json.dumps(req))
         cmd = [sys.executable, "-m", "shrink.benchmark", "--worker", str(req_path), str(out_path)]
         proc = subprocess.run(cmd, env=env, check=False)
-        if not out_path.is_file():
-            rc = proc.returncode
-            why = f"killed by signal {-rc}" if rc < 0 else f"exit code {rc}"
-            hint = " (out of memory? raise the step's memory limit)" if rc == -9 else "; see its log above"
-            raise ShrinkError(f"{req['model_dir']}: benchmark worker failed: {why}{hint}")
+        rc = proc.returncode
+        if rc < 0:  # killed: on a pod, almost always the memory limit
+            hint = " (out of memory? raise the step's memory limit)" if rc == -9 else ""
+            raise ShrinkError(f"{req['model_dir']}: benchmark worker killed by signal {-rc}{hint}")
+        if not out_path.is_file():  # a bug, not bad input: its traceback is in the log above
+            raise RuntimeError(f"benchmark worker for {req['model_dir']} failed with exit code {rc}")
         out = json.loads(out_path.read_text())
     if "error" in out:
         raise ShrinkError(out["error"])
@@ -349,13 +358,19 @@ class Measurement:
 
 def _check_loadable(model_dir: Path, meta: ArtifactMeta) -> None:
     """Refuse, before any measuring, an artifact the runtime cannot open."""
-    import importlib.util
+    import importlib
 
     where = model_dir / META_FILE
     loader = meta.extra.get("loader")
     if loader:
-        module, _, func = str(loader).partition(":")
-        if not module.startswith("shrink.") or not func or importlib.util.find_spec(module) is None:
+        module_name, _, func = str(loader).partition(":")
+        module = None
+        if module_name.startswith("shrink.") and func:
+            try:
+                module = importlib.import_module(module_name)
+            except ImportError:
+                pass
+        if not callable(getattr(module, func, None)):
             raise ShrinkError(
                 f"{where}: unknown format: loader {loader!r} is not an installed shrink.<module>:<function>"
             )

@@ -293,7 +293,8 @@ def export_onnx(
     with torch.no_grad(), warnings.catch_warnings():
         # Known and harmless here: the TorchScript exporter's deprecation notice; the tracer's note on
         # transformers' mask padding branch (always 0 without a KV cache); aten::index for position ids.
-        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx")
+        warnings.filterwarnings("ignore", message="You are using the legacy TorchScript-based ONNX export")
+        warnings.filterwarnings("ignore", message="The feature will be removed", category=DeprecationWarning)
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
         warnings.filterwarnings("ignore", message="Exporting aten::index operator")
         torch.onnx.export(

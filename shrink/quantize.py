@@ -28,6 +28,7 @@ from shrink.errors import ShrinkError
 from shrink.logs import log, progress
 from shrink.onnx_export import (
     CONFIG_FILE,
+    EXTERNAL_DATA_BYTES,
     MODEL_FILE,
     PARITY_FILE,
     copy_companions,
@@ -194,8 +195,6 @@ def quantize_torch_dynamic(
     model.config.save_pretrained(str(out))
     tokenizer.save_pretrained(str(out))
     save_yaml(cfg, out / CONFIG_FILE)
-    if (Path(model_dir) / PARITY_FILE).is_file():
-        copy_companions(model_dir, out)
     common = dict(format="pytorch", precision="int8", label_names=meta.label_names, technique="torch-dynamic-int8",
                   settings={**inherited_settings(meta), "weights": "int8 per-channel symmetric",
                             "activations": "int8 per-token symmetric, dynamic",
@@ -225,18 +224,19 @@ def load_torch_int8(directory: Path, meta: ArtifactMeta, threads: int | None):
         _apply_plan(model, {"linear": plan.get("linear", []), "embedding": plan.get("embedding", [])}, convert=False)
     except AttributeError as exc:
         raise ShrinkError(f"{directory / 'shrink.json'}: int8_modules names a module the model lacks: {exc}") from None
-    state = load_file(str(weights))
-    result = model.load_state_dict(state, strict=False)
-    # Non-persistent buffers (position ids) are rebuilt by the constructor; anything else missing is an error.
-    persistent = set(model.state_dict())
-    missing = [k for k in result.missing_keys if k in persistent]
-    if missing or result.unexpected_keys:
+    result = model.load_state_dict(load_file(str(weights)), strict=False)
+    if result.missing_keys or result.unexpected_keys:
         raise ShrinkError(f"{weights}: does not match the model in config.json "
-                          f"(missing {missing[:3]}, unexpected {result.unexpected_keys[:3]})")
+                          f"(missing {result.missing_keys[:3]}, unexpected {result.unexpected_keys[:3]})")
     return model.eval()
 
 
 # --------------------------------------------------------------------------- ONNX Runtime INT8
+
+
+def _large(path: Path) -> bool:
+    """Whether a model is near protobuf's 2 GiB limit, so its weights must live in external data."""
+    return sum(p.stat().st_size for p in path.parent.glob(path.name + "*")) > EXTERNAL_DATA_BYTES
 
 
 def _preprocess(path: Path, tmp: str) -> tuple[Path, Any]:
@@ -251,7 +251,8 @@ def _preprocess(path: Path, tmp: str) -> tuple[Path, Any]:
 
     target = Path(tmp) / MODEL_FILE
     try:
-        quant_pre_process(str(path), str(target), auto_merge=True)
+        quant_pre_process(str(path), str(target), auto_merge=True, save_as_external_data=_large(path),
+                          all_tensors_to_one_file=True, external_data_location=MODEL_FILE + ".data")
     except Exception as exc:  # noqa: BLE001 - shape inference raises many types
         raise ShrinkError(f"{path}: shape inference before quantization failed: {exc}".splitlines()[0]) from None
     return target, load_onnx_graph(target)
@@ -341,6 +342,7 @@ def quantize_ort_dynamic(
             ort_quantize_dynamic(
                 str(prepared), str(out / MODEL_FILE), op_types_to_quantize=op_types, per_channel=cfg.per_channel,
                 reduce_range=cfg.reduce_range, weight_type=QuantType.QInt8, nodes_to_exclude=exclude,
+                use_external_data_format=_large(path),
                 extra_options={"MatMulConstBOnly": True, "DefaultTensorType": TensorProto.FLOAT},
             )
         except (ValueError, RuntimeError, KeyError) as exc:
@@ -438,7 +440,8 @@ def quantize_ort_static(
                 str(prepared), str(out / MODEL_FILE), reader, quant_format=QuantFormat.QDQ,
                 op_types_to_quantize=op_types, per_channel=cfg.per_channel, reduce_range=cfg.reduce_range,
                 activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=exclude,
-                calibrate_method=method, extra_options={"MatMulConstBOnly": True},
+                calibrate_method=method, use_external_data_format=_large(path),
+                extra_options={"MatMulConstBOnly": True},
             )
         except (ValueError, RuntimeError, KeyError) as exc:
             raise ShrinkError(f"{path}: ORT static quantization failed: {exc}".splitlines()[0]) from None

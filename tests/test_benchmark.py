@@ -278,6 +278,10 @@ def test_refuses_an_unknown_loader(tmp_path, torch_artifact, clinc_slice):
                    technique="quantize", extra={"loader": "shrink.no_such_format:load"})
     with pytest.raises(ShrinkError, match=r"unknown format: loader 'shrink.no_such_format:load'"):
         run_benchmark(bad, clinc_slice, FAST, "torch_int8")
+    write_artifact(bad, format="pytorch", precision="int8", label_names=meta.label_names,
+                   technique="quantize", extra={"loader": "shrink.metrics:no_such_loader"})
+    with pytest.raises(ShrinkError, match=r"unknown format: loader 'shrink.metrics:no_such_loader'"):
+        run_benchmark(bad, clinc_slice, FAST, "torch_int8")
 
 
 def test_config_rejects_nonsense():
