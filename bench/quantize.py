@@ -7,8 +7,9 @@ then run through ``shrink.runtime.open_classifier`` on the whole test split:
 - PyTorch FP32 (the input), PyTorch dynamic INT8 (Linear only, as stock
   ``quantize_dynamic``; and Linear + embeddings, the shipped default);
 - ONNX FP32 (export) and ONNX optimized (fused);
-- ORT dynamic INT8 of the optimized graph and of the plain export, per-tensor
-  and per-channel; ORT static INT8 (QDQ) of the plain export.
+- ORT dynamic INT8 of the optimized graph and of the plain export, with the
+  MatMulInteger kernel (per-tensor and per-channel weights) and the MatMulNBits
+  kernel; ORT static INT8 (QDQ) of the plain export and of the optimized graph.
 
 Columns: weight-file size (MB) and compression against the PyTorch FP32 file,
 accuracy, argmax agreement with PyTorch FP32, max abs logit difference.
@@ -39,17 +40,24 @@ def variants(model: Path, out: Path, cfg, parity: list[str], calibration: list[s
     from shrink.onnx_export import export_onnx, optimize_onnx
     from shrink.quantize import quantize_ort_dynamic, quantize_ort_static, quantize_torch_dynamic
 
-    tensor, channel = replace(cfg, per_channel=False), replace(cfg, per_channel=True)
+    integer = replace(cfg, matmul_kernel="integer")
+    tensor, channel = replace(integer, per_channel=False), replace(integer, per_channel=True)
+    nbits = replace(cfg, matmul_kernel="nbits", per_channel=True)
+    opt, plain = out / "onnx-optimized", out / "onnx-fp32"
     steps = [
         ("torch-int8-linear-only", lambda o: quantize_torch_dynamic(model, o, replace(cfg, quantize_embeddings=False))),
         ("torch-int8", lambda o: quantize_torch_dynamic(model, o, cfg)),
         ("onnx-fp32", lambda o: export_onnx(model, o, cfg, parity)),
-        ("onnx-optimized", lambda o: optimize_onnx(out / "onnx-fp32", o, cfg)),
-        ("ort-dyn-optimized-per-tensor", lambda o: quantize_ort_dynamic(out / "onnx-optimized", o, tensor)),
-        ("ort-dyn-optimized-per-channel", lambda o: quantize_ort_dynamic(out / "onnx-optimized", o, channel)),
-        ("ort-dyn-plain-per-tensor", lambda o: quantize_ort_dynamic(out / "onnx-fp32", o, tensor)),
-        ("ort-dyn-plain-per-channel", lambda o: quantize_ort_dynamic(out / "onnx-fp32", o, channel)),
-        ("ort-static-plain-per-channel", lambda o: quantize_ort_static(out / "onnx-fp32", o, channel, calibration)),
+        ("onnx-optimized", lambda o: optimize_onnx(plain, o, cfg)),
+        ("ort-dyn-optimized-integer-per-tensor", lambda o: quantize_ort_dynamic(opt, o, tensor)),
+        ("ort-dyn-optimized-integer-per-channel", lambda o: quantize_ort_dynamic(opt, o, channel)),
+        ("ort-dyn-plain-integer-per-channel", lambda o: quantize_ort_dynamic(plain, o, channel)),
+        ("ort-dyn-optimized-nbits", lambda o: quantize_ort_dynamic(opt, o, nbits)),
+        ("ort-dyn-plain-nbits", lambda o: quantize_ort_dynamic(plain, o, nbits)),
+        ("ort-static-plain-per-channel", lambda o: quantize_ort_static(plain, o, replace(cfg, per_channel=True),
+                                                                       calibration)),
+        ("ort-static-optimized-per-channel", lambda o: quantize_ort_static(opt, o, replace(cfg, per_channel=True),
+                                                                           calibration)),
     ]
     made = {"pytorch-fp32": model}
     for name, make in steps:

@@ -2,7 +2,8 @@
 
     prepare_data -> train_teacher -> teacher_logits -> ParallelFor(distill trials) -> select_student
         student -> quantize_torch
-        student -> export_onnx -> optimize_onnx -> quantize_ort_dynamic, quantize_ort_static
+        student -> export_onnx -> optimize_onnx -> quantize_ort_dynamic
+                   export_onnx -> quantize_ort_static   (static QDQ cannot see inside the fused ops)
         student -> prune (movement) / prune_structured            (when prune.enabled)
     every candidate, teacher included -> benchmark (one at a time) -> gate -> promote
 
@@ -187,7 +188,7 @@ def build_pipeline(cfg: PipelineConfig):
         )
         models["ort_int8_dynamic"] = dyn.outputs["out"]
         sta = step(
-            quantize_ort_static_op(model=opt.outputs["out"], quantize=quantize, dataset=dataset),
+            quantize_ort_static_op(model=onnx.outputs["out"], quantize=quantize, dataset=dataset),
             "quantize_ort_static",
             "ORT INT8 static",
         )

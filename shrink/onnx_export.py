@@ -42,7 +42,7 @@ EXTERNAL_DATA_BYTES = 1_800_000_000
 QUANTIZED_OPS = frozenset({
     "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "QLinearMatMul",
     "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "QAttention", "QEmbedLayerNormalization", "QGemm",
-    "QLinearAdd", "QLinearMul", "ConvInteger", "QLinearConv",
+    "QLinearAdd", "QLinearMul", "ConvInteger", "QLinearConv", "MatMulNBits", "GatherBlockQuantized",
 })
 # Fusions the ORT optimizer must find in a BERT-class encoder; any GELU form counts for the FFN.
 REQUIRED_FUSIONS = {

@@ -145,7 +145,9 @@ def test_ort_dynamic_quantizes_matmuls_and_embeddings(exported, optimized, ort_d
     assert (meta.format, meta.precision, meta.technique) == ("onnx", "int8", "ort-dynamic-int8")
     assert meta.parent["content_hash"] == read_meta(optimized).content_hash()
     ops = meta.extra["quantized_ops"]
-    assert ops["QAttention"] == 4 and ops["MatMulInteger"] >= 8 and ops["QEmbedLayerNormalization"] == 1
+    # Fused graph, default kernel: per layer one QAttention and three MatMulNBits (attention output, 2 FFN).
+    assert ops["QAttention"] == 4 and ops["MatMulNBits"] == 3 * 4 and ops["QEmbedLayerNormalization"] == 1
+    assert "MatMulInteger" not in ops
     assert meta.runtime == read_meta(exported).runtime
     ratio = _weight_bytes(optimized) / _weight_bytes(ort_dynamic)
     assert 3.5 < ratio < 4.0, ratio
@@ -159,15 +161,18 @@ def test_ort_dynamic_quantizes_matmuls_and_embeddings(exported, optimized, ort_d
     assert meta.metrics["agreement_with_fp32"] == pytest.approx(agreement, abs=1 / len(test_texts))
 
 
-def test_ort_dynamic_plain_export_without_embeddings(tmp_path, exported, trained):
-    """Without the Gather, the embeddings stay FP32: the file barely shrinks on an embedding-heavy model."""
+def test_ort_dynamic_integer_kernel_on_plain_export_without_embeddings(tmp_path, exported, trained, test_texts):
+    """MatMulInteger kernel; without the Gather the embeddings stay FP32 and the tiny model barely shrinks."""
     import onnx
 
     from shrink.quantize import quantize_ort_dynamic
 
-    meta = quantize_ort_dynamic(exported, tmp_path / "q", QuantizeConfig(quantize_embeddings=False))
+    cfg = QuantizeConfig(quantize_embeddings=False, matmul_kernel="integer", per_channel=True)
+    meta = quantize_ort_dynamic(exported, tmp_path / "q", cfg)
     ops = [n.op_type for n in onnx.load(str(tmp_path / "q" / "model.onnx")).graph.node]
     assert ops.count("MatMulInteger") == 4 * 6  # Q, K, V, output, 2 FFN per layer; pooler + classifier kept
+    assert "MatMulNBits" not in ops
+    assert meta.metrics["agreement_with_fp32"] >= 0.99
     embedding = _embedding_bytes(trained)
     assert _weight_bytes(tmp_path / "q") > embedding  # the FP32 embeddings are all still there
     assert meta.metrics["compression"] < 1.2
@@ -186,6 +191,17 @@ def test_ort_static_is_qdq_and_agrees(exported, ort_static, test_texts):
     fp32_pred, _ = _predictions(exported, test_texts)
     int8_pred, _ = _predictions(ort_static, test_texts)
     assert (fp32_pred == int8_pred).mean() >= 0.97  # static ranges are fixed at calibration time
+
+
+def test_histogram_calibration(tmp_path, exported, clinc_slice):
+    """Entropy / percentile calibrators need equal-shape batches; 40 texts do not fill 3 batches of 16."""
+    from shrink.quantize import calibration_texts, quantize_ort_static
+
+    cfg = QuantizeConfig(calibration_method="percentile", calibration_samples=40)
+    meta = quantize_ort_static(exported, tmp_path / "q", cfg, calibration_texts(clinc_slice, 40))
+    assert meta.settings["calibration_method"] == "percentile"
+    assert meta.extra["quantized_ops"]["QuantizeLinear"] > 0
+    assert meta.metrics["agreement_with_fp32"] >= 0.95
 
 
 def test_every_artifact_runs_in_a_new_process(trained, exported, optimized, torch_int8, ort_dynamic, ort_static,
@@ -225,7 +241,7 @@ def test_already_quantized_models_are_refused(tmp_path, torch_int8, ort_dynamic,
     shutil.copytree(ort_dynamic, tmp_path / "lying")
     write_artifact(tmp_path / "lying", format="onnx", precision="fp32", label_names=meta.label_names,
                    technique="onnx-export", extra=meta.extra)
-    with pytest.raises(ShrinkError, match=r"already quantized to INT8 \(holds .*MatMulInteger"):
+    with pytest.raises(ShrinkError, match=r"already quantized to INT8 \(holds .*QAttention"):
         quantize_ort_dynamic(tmp_path / "lying", tmp_path / "d", QuantizeConfig())
 
 
