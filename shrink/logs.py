@@ -8,11 +8,13 @@ thousands of lines in a log viewer.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import sys
 import time
 from collections.abc import Iterable, Iterator
-from typing import TypeVar
+from pathlib import Path
+from typing import Any, TypeVar
 
 from shrink.errors import ShrinkError
 
@@ -57,8 +59,14 @@ def progress(items: Iterable[T], desc: str, total: int | None = None, every_s: f
 
 
 @contextlib.contextmanager
-def component_main(step: str) -> Iterator[None]:
-    """Wrap a KFP component body: log setup, and expected errors as one line and exit code 1."""
+def component_main(step: str, *metrics_outputs: Any) -> Iterator[None]:
+    """Wrap a KFP component body: log setup, and expected errors as one line and exit code 1.
+
+    ``metrics_outputs`` (KFP Metrics / ClassificationMetrics artifacts) are also written to
+    their paths as JSON on success. KFP keeps metrics in the executor output, not in a file,
+    and kfp.local's cache treats an output whose file is missing as a cache miss: without
+    this, no step with metrics would ever be reused by a second local run.
+    """
     setup_logging()
     log.info("step %s starting", step)
     start = time.monotonic()
@@ -68,4 +76,9 @@ def component_main(step: str) -> Iterator[None]:
         log.error("%s failed: %s", step, exc)
         print(f"error: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(1) from None
+    for artifact in metrics_outputs:
+        path = Path(artifact.path)
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(artifact.metadata, indent=2, sort_keys=True, default=str))
     log.info("step %s done in %.1fs", step, time.monotonic() - start)

@@ -32,7 +32,7 @@ def benchmark(
     from shrink.config import BenchmarkConfig, from_dict
     from shrink.logs import component_main
 
-    with component_main("benchmark"):
+    with component_main("benchmark", metrics, confusion):
         cfg = from_dict(BenchmarkConfig, benchmark, "benchmark")
         run = measure(model.path, dataset.path, cfg, candidate, model_uri=model.uri)
         record = run.record

@@ -31,7 +31,7 @@ def distill(
     from shrink.errors import ShrinkError
     from shrink.logs import component_main
 
-    with component_main("distill"):
+    with component_main("distill", metrics):
         cfg = from_dict(DistillConfig, from_kfp(distill), "distill")
         unknown = sorted(set(trial) - {"alpha", "temperature", "learning_rate"})
         missing = sorted({"alpha", "temperature", "learning_rate"} - set(trial))

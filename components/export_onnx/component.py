@@ -22,7 +22,7 @@ def export_onnx(
     from shrink.onnx_export import export_onnx as run
     from shrink.onnx_export import parity_texts
 
-    with component_main("export_onnx"):
+    with component_main("export_onnx", metrics):
         cfg = from_dict(QuantizeConfig, quantize, "quantize")
         texts = parity_texts(dataset.path, cfg.parity_samples)
         meta = run(model.path, out.path, cfg, texts, parent_uri=model.uri)

@@ -53,7 +53,7 @@ def gate(
 
     from shrink.logs import component_main, log
 
-    with component_main("gate"):
+    with component_main("gate", metrics):
         from shrink.errors import ShrinkError
         from shrink.gate import decide
         from shrink.promote import current_production

@@ -18,7 +18,7 @@ def optimize_onnx(model: Input[Model], quantize: dict, out: Output[Model], metri
     from shrink.logs import component_main
     from shrink.onnx_export import optimize_onnx as run
 
-    with component_main("optimize_onnx"):
+    with component_main("optimize_onnx", metrics):
         cfg = from_dict(QuantizeConfig, quantize, "quantize")
         meta = run(model.path, out.path, cfg, parent_uri=model.uri)
         out.metadata.update({"format": meta.format, "precision": meta.precision, "technique": meta.technique,

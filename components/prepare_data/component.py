@@ -17,7 +17,7 @@ def prepare_data(data: dict, dataset: Output[Dataset], metrics: Output[Metrics])
     from shrink.data import prepare
     from shrink.logs import component_main
 
-    with component_main("prepare_data"):
+    with component_main("prepare_data", metrics):
         info = prepare(from_dict(DataConfig, data, "data"), dataset.path)
         dataset.metadata.update(
             {"labels": len(info.label_names), **{f"{s}_examples": n for s, n in info.counts.items()}}

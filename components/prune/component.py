@@ -29,7 +29,7 @@ def prune(
     from shrink.logs import component_main
     from shrink.prune import prune_unstructured
 
-    with component_main("prune"):
+    with component_main("prune", metrics):
         cfg = from_dict(PruneConfig, prune, "prune")
         meta = prune_unstructured(cfg, method, dataset.path, teacher.path, student.path, pruned.path)
         pruned.metadata.update(

@@ -27,7 +27,7 @@ def prune_structured(
     from shrink.logs import component_main
     from shrink.prune import prune_structured as run
 
-    with component_main("prune_structured"):
+    with component_main("prune_structured", metrics):
         cfg = from_dict(PruneConfig, prune, "prune")
         meta = run(cfg, dataset.path, teacher.path, student.path, pruned.path)
         pruned.metadata.update(

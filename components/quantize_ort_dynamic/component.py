@@ -18,7 +18,7 @@ def quantize_ort_dynamic(model: Input[Model], quantize: dict, out: Output[Model]
     from shrink.logs import component_main
     from shrink.quantize import quantize_ort_dynamic as run
 
-    with component_main("quantize_ort_dynamic"):
+    with component_main("quantize_ort_dynamic", metrics):
         cfg = from_dict(QuantizeConfig, quantize, "quantize")
         meta = run(model.path, out.path, cfg, parent_uri=model.uri)
         out.metadata.update({"format": meta.format, "precision": meta.precision, "technique": meta.technique,

@@ -22,7 +22,7 @@ def quantize_ort_static(
     from shrink.quantize import calibration_texts
     from shrink.quantize import quantize_ort_static as run
 
-    with component_main("quantize_ort_static"):
+    with component_main("quantize_ort_static", metrics):
         cfg = from_dict(QuantizeConfig, quantize, "quantize")
         texts = calibration_texts(dataset.path, cfg.calibration_samples)
         meta = run(model.path, out.path, cfg, texts, parent_uri=model.uri)

@@ -18,7 +18,7 @@ def quantize_torch(model: Input[Model], quantize: dict, out: Output[Model], metr
     from shrink.logs import component_main
     from shrink.quantize import quantize_torch_dynamic
 
-    with component_main("quantize_torch"):
+    with component_main("quantize_torch", metrics):
         cfg = from_dict(QuantizeConfig, quantize, "quantize")
         meta = quantize_torch_dynamic(model.path, out.path, cfg, parent_uri=model.uri)
         out.metadata.update({"format": meta.format, "precision": meta.precision, "technique": meta.technique,

@@ -20,7 +20,7 @@ def select_student(students: Input[list[Model]], best: Output[Model], metrics: O
     from shrink.distill import select_best_student
     from shrink.logs import component_main
 
-    with component_main("select_student"):
+    with component_main("select_student", metrics):
         choice = select_best_student([s.path for s in students], best.path)
         for i, trial in enumerate(choice["trials"]):
             for key in ("val_accuracy", "alpha", "temperature", "learning_rate"):

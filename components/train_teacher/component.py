@@ -19,7 +19,7 @@ def train_teacher(dataset: Input[Dataset], teacher: dict, model: Output[Model], 
     from shrink.distill import train_teacher as run
     from shrink.logs import component_main
 
-    with component_main("train_teacher"):
+    with component_main("train_teacher", metrics):
         meta = run(from_dict(TeacherConfig, from_kfp(teacher), "teacher"), dataset.path, model.path)
         model.metadata.update(
             {
