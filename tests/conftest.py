@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+# The trained tiny BERT and its ONNX exports, built once per session and shared by the ONNX and INT8 tests.
+from test_onnx import exported, optimized, test_texts, trained  # noqa: E402,F401 - pytest fixtures
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = (ROOT / ".." / "shared" / "data").resolve()
 CLINC = DATA / "clinc150"

@@ -10,39 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_onnx import built, trained_artifact  # tests/ is on sys.path (rootdir-less test modules)
+from test_onnx import built  # tests/ is on sys.path (rootdir-less test modules)
 
 from shrink.config import QuantizeConfig
 from shrink.errors import ShrinkError
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, tiny_model_dir, clinc_slice):
-    return trained_artifact(tmp_path_factory, tiny_model_dir, clinc_slice)
-
-
-@pytest.fixture(scope="module")
-def test_texts(clinc_slice):
-    from shrink.data import load_prepared
-
-    dd, _ = load_prepared(clinc_slice)
-    return list(dd["test"]["text"])
-
-
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory, trained, test_texts):
-    from shrink.onnx_export import export_onnx
-
-    return built(tmp_path_factory, "onnx", lambda out: export_onnx(trained, out, QuantizeConfig(), test_texts))
-
-
-@pytest.fixture(scope="module")
-def optimized(tmp_path_factory, exported):
-    from shrink.onnx_export import optimize_onnx
-
-    return built(tmp_path_factory, "optimized", lambda out: optimize_onnx(exported, out, QuantizeConfig()))
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ def export_onnx(
         metrics: Parity max abs logit difference and argmax agreement, file size (MB).
     """
     from shrink.config import QuantizeConfig, from_dict
-    from shrink.logs import component_main
+    from shrink.logs import component_main, publish_model
     from shrink.onnx_export import export_onnx as run
     from shrink.onnx_export import parity_texts
 
@@ -26,8 +26,4 @@ def export_onnx(
         cfg = from_dict(QuantizeConfig, quantize, "quantize")
         texts = parity_texts(dataset.path, cfg.parity_samples)
         meta = run(model.path, out.path, cfg, texts, parent_uri=model.uri)
-        out.metadata.update({"format": meta.format, "precision": meta.precision, "technique": meta.technique,
-                             "content_hash": meta.content_hash()})
-        for name, value in meta.metrics.items():
-            if isinstance(value, int | float) and not isinstance(value, bool):
-                metrics.log_metric(name, value)
+        publish_model(meta, out, metrics)

@@ -15,14 +15,11 @@ def optimize_onnx(model: Input[Model], quantize: dict, out: Output[Model], metri
         metrics: Count of each fused operator, number of fusion warnings, agreement with PyTorch FP32.
     """
     from shrink.config import QuantizeConfig, from_dict
-    from shrink.logs import component_main
+    from shrink.logs import component_main, publish_model
     from shrink.onnx_export import optimize_onnx as run
 
     with component_main("optimize_onnx", metrics):
         cfg = from_dict(QuantizeConfig, quantize, "quantize")
         meta = run(model.path, out.path, cfg, parent_uri=model.uri)
-        out.metadata.update({"format": meta.format, "precision": meta.precision, "technique": meta.technique,
-                             "content_hash": meta.content_hash(), "warnings": meta.extra.get("warnings", [])})
-        for name, value in meta.metrics.items():
-            if isinstance(value, int | float) and not isinstance(value, bool):
-                metrics.log_metric(name, value)
+        publish_model(meta, out, metrics)
+        out.metadata["warnings"] = meta.extra.get("warnings", [])

@@ -18,7 +18,7 @@ def quantize_ort_static(
         metrics: File size (MB), compression, argmax agreement with PyTorch FP32 on the parity slice.
     """
     from shrink.config import QuantizeConfig, from_dict
-    from shrink.logs import component_main
+    from shrink.logs import component_main, publish_model
     from shrink.quantize import calibration_texts
     from shrink.quantize import quantize_ort_static as run
 
@@ -26,8 +26,4 @@ def quantize_ort_static(
         cfg = from_dict(QuantizeConfig, quantize, "quantize")
         texts = calibration_texts(dataset.path, cfg.calibration_samples)
         meta = run(model.path, out.path, cfg, texts, parent_uri=model.uri)
-        out.metadata.update({"format": meta.format, "precision": meta.precision, "technique": meta.technique,
-                             "content_hash": meta.content_hash()})
-        for name, value in meta.metrics.items():
-            if isinstance(value, int | float) and not isinstance(value, bool):
-                metrics.log_metric(name, value)
+        publish_model(meta, out, metrics)

@@ -15,14 +15,10 @@ def quantize_torch(model: Input[Model], quantize: dict, out: Output[Model], metr
         metrics: Weight-file size (MB) and compression against the parent.
     """
     from shrink.config import QuantizeConfig, from_dict
-    from shrink.logs import component_main
+    from shrink.logs import component_main, publish_model
     from shrink.quantize import quantize_torch_dynamic
 
     with component_main("quantize_torch", metrics):
         cfg = from_dict(QuantizeConfig, quantize, "quantize")
         meta = quantize_torch_dynamic(model.path, out.path, cfg, parent_uri=model.uri)
-        out.metadata.update({"format": meta.format, "precision": meta.precision, "technique": meta.technique,
-                             "content_hash": meta.content_hash()})
-        for name, value in meta.metrics.items():
-            if isinstance(value, int | float) and not isinstance(value, bool):
-                metrics.log_metric(name, value)
+        publish_model(meta, out, metrics)
