@@ -1,14 +1,17 @@
 """Benchmark knowledge distillation on full CLINC150 (``make bench``; not CI).
 
-Fine-tunes the MiniLM-L6 teacher, computes its logits once, then trains the same
-half-depth student twice: with the teacher's soft targets (``--alpha``, default
-0.5) and without them (alpha = 1, plain fine-tuning of the same initialisation).
-The second run is the baseline distillation must beat; the teacher is the
-ceiling it should come within a point of. Prints a table and writes
-``results/bench-distill.json``.
+Fine-tunes the MiniLM-L6 teacher (or imports one with ``--teacher``), computes
+its logits once (on the training texts and on the transfer set of
+``shrink/augment.py``), then trains the same half-depth student twice: with the
+teacher's soft targets (``--alpha``, default 0.5) and without them (alpha = 1,
+plain fine-tuning of the same initialisation, given as many optimiser steps as
+the distilled student took). The second run is the baseline distillation must
+beat; the teacher is the ceiling it should come within a point of. Prints a
+table and writes ``results/bench-distill.json``.
 
     python bench/distill.py --data ../shared/data/clinc150
-    python bench/distill.py --max-per-class 5 --epochs 1      # smoke run, about a minute
+    python bench/distill.py --teacher <teacher artifact> --out results/bench-distill.json
+    python bench/distill.py --max-per-class 5 --epochs 1 --student-epochs 1   # smoke run, about a minute
 """
 
 from __future__ import annotations
@@ -23,7 +26,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from shrink.config import DataConfig, DistillConfig, TeacherConfig, TrainConfig, to_dict  # noqa: E402
+from shrink.config import (  # noqa: E402
+    AugmentConfig,
+    DataConfig,
+    DistillConfig,
+    TeacherConfig,
+    TrainConfig,
+    to_dict,
+)
 from shrink.data import prepare  # noqa: E402
 from shrink.distill import compute_teacher_logits, distill, train_teacher  # noqa: E402
 from shrink.logs import log, setup_logging  # noqa: E402
@@ -43,12 +53,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--teacher", default=None, help="reuse a teacher artifact directory instead of fine-tuning"
     )
-    p.add_argument("--epochs", type=int, default=4, help="epochs for the teacher and both students")
+    p.add_argument("--epochs", type=int, default=4, help="teacher epochs")
+    p.add_argument("--student-epochs", type=int, default=3, help="epochs of the distilled student")
+    p.add_argument(
+        "--baseline-epochs",
+        type=int,
+        default=None,
+        help="epochs of the alpha=1 student (default: as many optimiser steps as the distilled student, "
+        "whose epochs include the transfer set)",
+    )
     p.add_argument("--learning-rate", type=float, default=1e-4, help="teacher learning rate")
-    p.add_argument("--student-learning-rate", type=float, default=1e-4)
+    p.add_argument("--student-learning-rate", type=float, default=2e-4)
+    p.add_argument("--augment-copies", type=int, default=1, help="transfer-set copies of the training texts")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--max-length", type=int, default=64)
-    p.add_argument("--layers", default="0,2,4", help="teacher layers the student keeps")
+    p.add_argument("--layers", default="1,3,5", help="teacher layers the student keeps")
     p.add_argument("--alpha", type=float, default=0.5)
     p.add_argument("--temperature", type=float, default=2.0)
     p.add_argument("--seed", type=int, default=42)
@@ -57,9 +76,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _train(args, lr: float) -> TrainConfig:
+def _train(args, lr: float, epochs: int | None = None) -> TrainConfig:
     return TrainConfig(
-        epochs=args.epochs,
+        epochs=epochs or args.epochs,
         learning_rate=lr,
         batch_size=args.batch_size,
         max_length=args.max_length,
@@ -114,12 +133,18 @@ def main(argv: list[str] | None = None) -> dict:
     del teacher_model
 
     t0 = time.monotonic()
-    logits_info = compute_teacher_logits(teacher_dir, data_dir, work / "logits")
+    augment = AugmentConfig(copies=args.augment_copies)
+    logits_info = compute_teacher_logits(teacher_dir, data_dir, work / "logits", augment=augment)
     logits_s = time.monotonic() - t0
 
     students = {}
-    for name, alpha in ((f"student alpha={args.alpha:g}", args.alpha), ("student alpha=1", 1.0)):
-        cfg = DistillConfig(student_layers=layers, train=_train(args, args.student_learning_rate))
+    baseline_epochs = args.baseline_epochs or args.student_epochs * (1 + args.augment_copies)
+    for name, alpha, epochs in (
+        (f"student alpha={args.alpha:g}", args.alpha, args.student_epochs),
+        ("student alpha=1", 1.0, baseline_epochs),
+    ):
+        train = _train(args, args.student_learning_rate, epochs)
+        cfg = DistillConfig(student_layers=layers, train=train, augment=augment)
         t0 = time.monotonic()
         out = work / ("student-kd" if alpha < 1 else "student-ce")
         smeta = distill(
@@ -150,7 +175,9 @@ def main(argv: list[str] | None = None) -> dict:
         "settings": {
             "base_model": args.base_model,
             "teacher_train": to_dict(_train(args, args.learning_rate)),
-            "student_train": to_dict(_train(args, args.student_learning_rate)),
+            "student_train": to_dict(_train(args, args.student_learning_rate, args.student_epochs)),
+            "baseline_epochs": baseline_epochs,
+            "augment": to_dict(augment),
             "student_layers": layers,
             "alpha": args.alpha,
             "temperature": args.temperature,

@@ -142,7 +142,9 @@ def build_pipeline(cfg: PipelineConfig):
         )
         teacher_model = tt.outputs["model"]
         logits = step(
-            teacher_logits_op(dataset=dataset, teacher=teacher_model), "teacher_logits", "Teacher logits"
+            teacher_logits_op(dataset=dataset, teacher=teacher_model, distill=distill),
+            "teacher_logits",
+            "Teacher logits",
         )
 
         with dsl.ParallelFor(

@@ -12,7 +12,10 @@ Latency is what a request sees: tokenize, run, argmax, batch 1, real test
 queries in a fixed (seeded) order so their lengths follow the real distribution,
 after a warm-up. Thread counts are fixed by the config (torch and ORT alike):
 comparing a 1-thread FP32 model with a 4-thread INT8 one would measure the
-threads, not the compression.
+threads, not the compression. The timed requests are spread over a few fresh
+processes (``latency_rounds``), each pinned to fixed cores, and pooled: one
+process's p50 is precise but drifts from the next process's by more than its own
+confidence interval, and the pooled figure is what repeats from run to run.
 
 Command line (a single candidate, by hand)::
 
@@ -43,7 +46,7 @@ from shrink.metrics import accuracy_report, bootstrap_ci, confusion_matrix, perc
 
 __all__ = [
     "SCHEMA", "Measurement", "accuracy_report", "bootstrap_ci", "confusion_matrix", "count_parameters",
-    "eval_selection", "flat_metrics", "measure", "percentiles", "run_benchmark", "size_report",
+    "eval_selection", "flat_metrics", "measure", "percentiles", "pinned_cpus", "run_benchmark", "size_report",
     "write_record",
 ]
 
@@ -245,6 +248,7 @@ def _worker(req: dict[str, Any]) -> dict[str, Any]:
     log.info("loaded %s (%s/%s) in %.2fs", model_dir, meta.format, meta.precision, load_time)
 
     texts: list[str] = req["latency_texts"]
+    offset = int(req.get("latency_offset", 0))
     width = clf.logits(clf.encode(texts[:1])).shape[-1]
     if width != len(meta.label_names):
         raise ShrinkError(
@@ -253,16 +257,19 @@ def _worker(req: dict[str, Any]) -> dict[str, Any]:
 
     n = len(texts)
     samples = int(req["latency_samples"])
-    encoded = [clf.encode([t]) for t in texts[: min(n, samples)]]
+    # This round times requests offset .. offset + samples of the fixed order, so the rounds together
+    # cover the same queries one long run would.
+    mine = [texts[(offset + i) % n] for i in range(samples)]
+    encoded = [clf.encode([t]) for t in mine]
     for i in range(int(req["warmup"])):
         clf.predict([texts[i % n]])
-        clf.logits(encoded[i % len(encoded)])
+        clf.logits(encoded[i % samples])
     gc.collect()
     # Request and model-only timings alternate query by query, so both see the same machine; timed in two
     # phases, a change in background load between the phases would pass for a cost of tokenization.
     latency, model_ms = [], []
     for i in progress(range(samples), "latency (batch 1)"):
-        text, enc = texts[i % n], encoded[i % len(encoded)]
+        text, enc = mine[i], encoded[i]
         t0 = time.perf_counter()
         clf.predict([text])
         t1 = time.perf_counter()
@@ -271,6 +278,16 @@ def _worker(req: dict[str, Any]) -> dict[str, Any]:
         latency.append((t1 - t0) * 1e3)
         model_ms.append((t2 - t1) * 1e3)
     peak_rss = _peak_rss_mb()  # serving batch 1: before the larger throughput and accuracy batches
+    timing = {
+        "latency_ms": latency,
+        "model_ms": model_ms,
+        "peak_rss_mb": peak_rss,
+        "load_time_s": load_time,
+        "threads": {"intra_op": threads, "inter_op": inter_op},
+        "cpus": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+    }
+    if req.get("latency_only"):
+        return timing
 
     throughput = {}
     for b in req["batch_sizes"]:
@@ -294,15 +311,7 @@ def _worker(req: dict[str, Any]) -> dict[str, Any]:
         for k, p in zip(chunk, clf.predict([eval_texts[k] for k in chunk]), strict=True):
             predictions[k] = int(p)
 
-    return {
-        "predictions": predictions,
-        "latency_ms": latency,
-        "model_ms": model_ms,
-        "throughput_qps": throughput,
-        "peak_rss_mb": peak_rss,
-        "load_time_s": load_time,
-        "threads": {"intra_op": threads, "inter_op": inter_op},
-    }
+    return {**timing, "predictions": predictions, "throughput_qps": throughput}
 
 
 def _worker_main(request_path: str, result_path: str) -> int:
@@ -310,6 +319,9 @@ def _worker_main(request_path: str, result_path: str) -> int:
 
     setup_logging()
     req = json.loads(Path(request_path).read_text())
+    if req.get("cpus"):
+        # Before torch/ORT start their thread pools, which inherit the mask.
+        os.sched_setaffinity(0, req["cpus"])
     try:
         out = _worker(req)
         code = 0
@@ -342,6 +354,52 @@ def _run_worker(req: dict[str, Any]) -> dict[str, Any]:
     if "error" in out:
         raise ShrinkError(out["error"])
     return out
+
+
+def pinned_cpus(threads: int) -> list[int] | None:
+    """The cores a worker is bound to: the last ``threads`` of those this process may use.
+
+    The last ones, because the first core of a machine usually takes most device
+    interrupts. None (no pinning) where affinity is not supported or the worker
+    would get every allowed core anyway.
+    """
+    if not hasattr(os, "sched_getaffinity"):
+        return None
+    allowed = sorted(os.sched_getaffinity(0))
+    return allowed[-threads:] if threads < len(allowed) else None
+
+
+def _timed_rounds(base: dict[str, Any], cfg: BenchmarkConfig) -> dict[str, Any]:
+    """Run the full worker once and latency-only workers for the other rounds; pool their timings.
+
+    Round ``r`` times its share of the ``latency_samples`` requests, continuing the
+    fixed order where round ``r - 1`` stopped. Each round's own p50 is kept, so the
+    record shows how far apart fresh processes land.
+    """
+    from shrink.logs import log
+
+    rounds = cfg.latency_rounds
+    shares = [cfg.latency_samples // rounds + (1 if r < cfg.latency_samples % rounds else 0) for r in range(rounds)]
+    cpus = pinned_cpus(cfg.intra_op_threads) if cfg.pin_cores else None
+    pooled: dict[str, Any] = {}
+    round_p50, load_times, offset = [], [], 0
+    for r, share in enumerate(shares):
+        req = {**base, "latency_samples": share, "latency_offset": offset, "latency_only": r > 0, "cpus": cpus}
+        out = _run_worker(req)
+        offset += share
+        if r == 0:
+            pooled = out
+        else:
+            pooled["latency_ms"] += out["latency_ms"]
+            pooled["model_ms"] += out["model_ms"]
+            pooled["peak_rss_mb"] = max(pooled["peak_rss_mb"], out["peak_rss_mb"])
+        round_p50.append(float(np.percentile(out["latency_ms"], 50)))
+        load_times.append(out["load_time_s"])
+        if rounds > 1:
+            log.info("latency round %d/%d: %d requests, p50 %.3f ms", r + 1, rounds, share, round_p50[-1])
+    pooled["round_p50_ms"] = round_p50
+    pooled["load_time_s"] = float(np.median(load_times))
+    return pooled
 
 
 # --------------------------------------------------------------------------- orchestration
@@ -426,17 +484,16 @@ def measure(
     hardware = hardware_info(cfg.intra_op_threads)
     log.info("benchmarking %s (%s, %.1f MB, %d params) on %d test examples",
              candidate, meta.technique, size["model_mb"], size["parameters"], len(eval_texts))
-    out = _run_worker({
+    out = _timed_rounds({
         "model_dir": str(model_dir),
         "eval_texts": eval_texts,
         "latency_texts": [texts[i] for i in request_idx],
         "warmup": cfg.warmup,
-        "latency_samples": cfg.latency_samples,
         "batch_sizes": list(cfg.batch_sizes),
         "throughput_queries": cfg.throughput_queries,
         "intra_op_threads": cfg.intra_op_threads,
         "eval_batch_size": cfg.eval_batch_size,
-    })
+    }, cfg)
 
     y_true = labels[eval_idx]
     y_pred = np.asarray(out["predictions"], dtype=np.int64)
@@ -466,13 +523,15 @@ def measure(
         },
         "accuracy": accuracy_report(y_true, y_pred, info.label_names),
         "latency_ms": {
-            **lat, **ci, "model_p50": model_lat["p50"], "model_p95": model_lat["p95"], "warmup": cfg.warmup
+            **lat, **ci, "model_p50": model_lat["p50"], "model_p95": model_lat["p95"], "warmup": cfg.warmup,
+            "rounds": len(out["round_p50_ms"]), "round_p50": out["round_p50_ms"],
+            "round_spread": (max(out["round_p50_ms"]) - min(out["round_p50_ms"])) / min(out["round_p50_ms"]),
         },
         "throughput_qps": out["throughput_qps"],
         "size": size,
         "memory": {"peak_rss_mb": out["peak_rss_mb"]},
         "load_time_s": out["load_time_s"],
-        "threads": out["threads"],
+        "threads": {**out["threads"], "pinned_cpus": out["cpus"] if cfg.pin_cores else None},
         "hardware": hardware,
         "cost": {"qps_per_core": qps_per_core, "usd_per_million": usd_per_million,
                  "instance_type": cfg.instance_type, "instance_price_per_hour": cfg.instance_price_per_hour},
@@ -523,7 +582,7 @@ def flat_metrics(record: dict[str, Any]) -> dict[str, float]:
         "oos_recall": acc["oos_recall"], "oos_precision": acc["oos_precision"],
         "macro_f1": acc["macro_f1"], "majority_fraction": acc["majority_fraction"],
         "p50_ms": lat["p50"], "p95_ms": lat["p95"], "p99_ms": lat["p99"], "mean_ms": lat["mean"],
-        "model_p50_ms": lat["model_p50"],
+        "model_p50_ms": lat["model_p50"], "p50_round_spread": lat.get("round_spread"),
         "size_mb": size["model_mb"], "parameters": size["parameters"],
         "nonzero_parameters": size["nonzero_parameters"],
         **{f"qps_b{b}": q for b, q in record["throughput_qps"].items()},

@@ -253,6 +253,33 @@ class SearchConfig:
 
 
 @dataclass
+class AugmentConfig:
+    """The transfer set the teacher labels for distillation (owned by shrink/augment.py); ``copies: 0`` is off.
+
+    Each copy is one perturbed version of every training text: words masked
+    (``mask_prob``) or swapped for a corpus word (``replace_prob``), then, with
+    ``ngram_prob``, cut to an n-gram of at most ``max_ngram`` words.
+    """
+
+    copies: int = 0
+    mask_prob: float = 0.1
+    replace_prob: float = 0.1
+    ngram_prob: float = 0.25
+    max_ngram: int = 5
+    seed: int = 0
+
+    def check(self, where: str) -> None:
+        """Probabilities in [0, 1] (mask and replace together too), at least 1-grams."""
+        _require(self.copies >= 0, f"{where}.copies", "must be >= 0 (0: no transfer set)")
+        for name in ("mask_prob", "replace_prob", "ngram_prob"):
+            _require(0.0 <= getattr(self, name) <= 1.0, f"{where}.{name}", "must be in [0, 1]")
+        _require(
+            self.mask_prob + self.replace_prob <= 1.0, f"{where}.replace_prob", "mask_prob + replace_prob must be <= 1"
+        )
+        _require(self.max_ngram >= 1, f"{where}.max_ngram", "must be >= 1")
+
+
+@dataclass
 class DistillConfig:
     """Teacher-to-student knowledge distillation (owned by shrink/distill.py)."""
 
@@ -260,9 +287,20 @@ class DistillConfig:
     student_layers: list[int] = field(default_factory=lambda: [0, 2, 4])
     train: TrainConfig = field(default_factory=TrainConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    # Patient KD (Sun et al., 2019): weight of the distance between each student layer's [CLS] state and that
+    # of the teacher layer it was copied from; 0 is off. Needs a student made of teacher layers.
+    patient_weight: float = 0.0
 
     def check(self, where: str) -> None:
         """Layer indices must be distinct and >= 0; the upper bound (teacher depth) is checked later."""
+        _require(self.patient_weight >= 0, f"{where}.patient_weight", "must be >= 0 (0: off)")
+        _require(
+            self.patient_weight == 0 or self.student_checkpoint is None,
+            f"{where}.patient_weight",
+            "patient distillation pairs student layers with the teacher layers they were copied from; "
+            "it needs student_layers, not student_checkpoint",
+        )
         if self.student_checkpoint is None:
             layers = self.student_layers
             _require(bool(layers), f"{where}.student_layers", "name at least one teacher layer to keep")
@@ -325,6 +363,13 @@ class BenchmarkConfig:
     fixes the order of the test queries, so every candidate sees the same
     requests. ``instance_cores`` is how many cores the instance priced at
     ``instance_price_per_hour`` has (default: the CPUs this benchmark may use).
+
+    The ``latency_samples`` are split over ``latency_rounds`` fresh processes and
+    pooled: a process's own state (where its memory landed, which core it got)
+    shifts every timing in it alike, so one process gives a tight confidence
+    interval around a figure the next process does not reproduce; pooling several
+    averages that away at the cost of a few model loads. ``pin_cores`` binds each
+    worker to ``intra_op_threads`` fixed cores so the OS does not migrate it mid-run.
     """
 
     warmup: int = 50
@@ -339,11 +384,19 @@ class BenchmarkConfig:
     instance_type: str = "local"
     instance_price_per_hour: float = 0.0
     instance_cores: int | None = None
+    latency_rounds: int = 3
+    pin_cores: bool = True
 
     def check(self, where: str) -> None:
         """Reject settings that would produce no figures rather than wrong ones later."""
         _require(self.warmup >= 0, f"{where}.warmup", "must be >= 0")
         _require(self.latency_samples >= 1, f"{where}.latency_samples", "must be >= 1")
+        _require(self.latency_rounds >= 1, f"{where}.latency_rounds", "must be >= 1")
+        _require(
+            self.latency_rounds <= self.latency_samples,
+            f"{where}.latency_rounds",
+            f"must be <= latency_samples ({self.latency_samples})",
+        )
         _require(all(b >= 1 for b in self.batch_sizes), f"{where}.batch_sizes", "each must be >= 1")
         _require(self.intra_op_threads >= 1, f"{where}.intra_op_threads", "must be >= 1")
         _require(

@@ -26,17 +26,19 @@ from typing import Any
 import numpy as np
 
 from shrink.artifact import META_FILE, ArtifactMeta, read_meta
-from shrink.config import DistillConfig, TeacherConfig, TrainConfig, save_yaml, to_dict
+from shrink.config import AugmentConfig, DistillConfig, TeacherConfig, TrainConfig, save_yaml, to_dict
 from shrink.data import load_prepared, texts_fingerprint
 from shrink.errors import ShrinkError
 from shrink.logs import log
 from shrink.train import (
+    UNLABELED,
     Encoded,
     NonFiniteLoss,
     accuracy,
     encode,
     fit,
     kd_loss,
+    predict_cls_states,
     predict_logits,
     seed_everything,
     select_device,
@@ -52,6 +54,7 @@ __all__ = [
     "from_kfp",
     "kd_loss",
     "load_teacher_logits",
+    "load_transfer_set",
     "select_best_student",
     "select_device",
     "student_from_teacher",
@@ -62,6 +65,8 @@ __all__ = [
 LOGITS_FILE = "teacher-logits.safetensors"
 LOGITS_INFO = "teacher-logits.json"
 LOGITS_SPLITS = ("train", "validation")
+TRANSFER = "transfer"
+TRANSFER_TEXTS = "transfer-texts.json"
 
 
 def from_kfp(value: Any) -> Any:
@@ -113,6 +118,8 @@ def train_and_save(
     settings: dict[str, Any],
     parent: ArtifactMeta | None = None,
     teacher_logits: np.ndarray | None = None,
+    teacher_states: np.ndarray | None = None,
+    patient_weight: float = 0.0,
     alpha: float = 1.0,
     temperature: float = 1.0,
     extra_metrics: dict[str, Any] | None = None,
@@ -159,6 +166,8 @@ def train_and_save(
             temperature=temperature,
             device=device,
             desc=desc,
+            teacher_states=teacher_states,
+            patient_weight=patient_weight,
         )
     except NonFiniteLoss as exc:
         if exc.has_checkpoint:
@@ -267,16 +276,28 @@ def train_teacher(cfg: TeacherConfig, dataset_dir: str | Path, out_dir: str | Pa
 
 
 def compute_teacher_logits(
-    teacher_dir: str | Path, dataset_dir: str | Path, out_dir: str | Path, batch_size: int = 64
+    teacher_dir: str | Path,
+    dataset_dir: str | Path,
+    out_dir: str | Path,
+    batch_size: int = 64,
+    augment: AugmentConfig | None = None,
+    patient_layers: list[int] | None = None,
 ) -> dict[str, Any]:
-    """Run the teacher once over train and validation; write the logits and what they belong to.
+    """Run the teacher once over train and validation (and the transfer set); write the logits.
 
     Writes ``teacher-logits.safetensors`` (one float32 [examples, labels] tensor per
     split) and ``teacher-logits.json`` (text fingerprints, counts, label names, the
-    teacher's content hash and its accuracy per split). Returns the JSON's content.
+    teacher's content hash and its accuracy per split). With ``augment.copies > 0``
+    the perturbed training texts of :mod:`shrink.augment` are written to
+    ``transfer-texts.json`` and their logits as the ``transfer`` tensor: labelling
+    them is the teacher's job, and doing it here, once, keeps the trials cheap.
+    With ``patient_layers`` the teacher's [CLS] state after each of those layers
+    is stored too (``<split>.cls``, float16), for patient distillation.
+    Returns the JSON's content.
     """
     from safetensors.numpy import save_file
 
+    from shrink.augment import augment_texts
     from shrink.models import check_labels, load_pytorch_artifact
 
     model, tokenizer, meta = load_pytorch_artifact(teacher_dir)
@@ -289,14 +310,41 @@ def compute_teacher_logits(
     out.mkdir(parents=True, exist_ok=True)
     tensors, splits = {}, {}
     start = time.monotonic()
+    if patient_layers:
+        depth = model.config.num_hidden_layers
+        if not all(0 <= i < depth for i in patient_layers):
+            raise ShrinkError(f"distill.student_layers: {patient_layers} out of range; the teacher has {depth}")
+
+    def run(enc, name):
+        if patient_layers and name != "validation":
+            logits, states = predict_cls_states(model, enc, batch_size, device, desc=f"teacher logits {name}")
+            tensors[f"{name}.cls"] = np.ascontiguousarray(states[:, patient_layers])
+            return logits
+        return predict_logits(model, enc, batch_size, device, desc=f"teacher logits {name}")
+
     for split in LOGITS_SPLITS:
         texts = dd[split]["text"]
         enc = encode(tokenizer, texts, dd[split]["label"], max_length)
-        tensors[split] = predict_logits(model, enc, batch_size, device, desc=f"teacher logits {split}")
+        tensors[split] = run(enc, split)
         splits[split] = {
             "fingerprint": texts_fingerprint(texts),
             "count": len(texts),
             "teacher_accuracy": accuracy(tensors[split], enc.labels),
+        }
+    transfer = None
+    augment = augment or AugmentConfig()
+    if augment.copies > 0:
+        texts = augment_texts(list(dd["train"]["text"]), augment, tokenizer.mask_token or "[MASK]")
+        enc = encode(tokenizer, texts, np.full(len(texts), UNLABELED), max_length)
+        tensors[TRANSFER] = run(enc, TRANSFER)
+        (out / TRANSFER_TEXTS).write_text(json.dumps(texts, ensure_ascii=False))
+        oos = meta.label_names.index("oos") if "oos" in meta.label_names else None
+        transfer = {
+            "augment": to_dict(augment),
+            "fingerprint": texts_fingerprint(texts),
+            "count": len(texts),
+            "source_fingerprint": splits["train"]["fingerprint"],
+            "teacher_oos_share": None if oos is None else float((tensors[TRANSFER].argmax(-1) == oos).mean()),
         }
     save_file(tensors, str(out / LOGITS_FILE))
     content = {
@@ -304,12 +352,14 @@ def compute_teacher_logits(
         "label_names": meta.label_names,
         "max_length": max_length,
         "splits": splits,
+        "transfer": transfer,
+        "patient_layers": list(patient_layers) if patient_layers else None,
         "seconds": round(time.monotonic() - start, 2),
     }
     (out / LOGITS_INFO).write_text(json.dumps(content, indent=2))
     log.info(
         "teacher logits for %s in %.1fs (teacher train accuracy %.4f, validation %.4f)",
-        ", ".join(f"{s}: {v['count']}" for s, v in splits.items()),
+        ", ".join(f"{s}: {v['count']}" for s, v in {**splits, TRANSFER: transfer or {"count": 0}}.items()),
         content["seconds"],
         splits["train"]["teacher_accuracy"],
         splits["validation"]["teacher_accuracy"],
@@ -318,7 +368,11 @@ def compute_teacher_logits(
 
 
 def load_teacher_logits(logits_dir: str | Path, dd, teacher_meta: ArtifactMeta) -> dict[str, np.ndarray]:
-    """Teacher logits per split, after checking they belong to these texts and this teacher."""
+    """Teacher logits per split, after checking they belong to these texts and this teacher.
+
+    The transfer set, when the artifact has one, is not returned here; see
+    :func:`load_transfer_set`.
+    """
     from safetensors.numpy import load_file
 
     root = Path(logits_dir)
@@ -356,6 +410,70 @@ def load_teacher_logits(logits_dir: str | Path, dd, teacher_meta: ArtifactMeta) 
             )
         out[split] = tensors[split]
     return out
+
+
+def load_teacher_states(logits_dir: str | Path, layers: list[int], with_transfer: bool) -> np.ndarray:
+    """The teacher's [CLS] states for patient distillation: train rows, then transfer-set rows.
+
+    They must have been computed for exactly the student's ``layers``; the logits'
+    own checks (texts, teacher) are done by :func:`load_teacher_logits`.
+    """
+    from safetensors.numpy import load_file
+
+    root = Path(logits_dir)
+    recorded = json.loads((root / LOGITS_INFO).read_text()).get("patient_layers")
+    if recorded != list(layers):
+        raise ShrinkError(
+            f"{root / LOGITS_INFO}: teacher [CLS] states were stored for layers {recorded}, but the student keeps "
+            f"{list(layers)}; give the teacher_logits step the same distill section"
+        )
+    tensors = load_file(str(root / LOGITS_FILE))
+    parts = ["train.cls", *([f"{TRANSFER}.cls"] if with_transfer else [])]
+    return np.concatenate([tensors[p] for p in parts])
+
+
+def load_transfer_set(
+    logits_dir: str | Path, dd, teacher_meta: ArtifactMeta, augment: AugmentConfig
+) -> tuple[list[str], np.ndarray] | None:
+    """(texts, teacher logits) of the transfer set ``augment`` asks for; None when it asks for none.
+
+    The set is made by the teacher_logits step; a distillation config that asks
+    for a different one (other copies, probabilities or seed) must not silently
+    train on what happens to be there, so a mismatch is an error.
+    """
+    from safetensors.numpy import load_file
+
+    if augment.copies == 0:
+        return None
+    root = Path(logits_dir)
+    info_path = root / LOGITS_INFO
+    load_teacher_logits(logits_dir, dd, teacher_meta)  # same teacher, same training texts
+    recorded = json.loads(info_path.read_text()).get("transfer")
+    if not recorded:
+        raise ShrinkError(
+            f"{info_path}: distill.augment asks for a transfer set ({augment.copies} copies) but these logits "
+            "have none; give the teacher_logits step the same augment settings"
+        )
+    if recorded.get("augment") != to_dict(augment):
+        raise ShrinkError(
+            f"{info_path}: the transfer set was made with {recorded.get('augment')}, "
+            f"but distill.augment is {to_dict(augment)}; recompute the teacher logits"
+        )
+    texts_path = root / TRANSFER_TEXTS
+    try:
+        texts = json.loads(texts_path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ShrinkError(f"{texts_path}: transfer-set texts unreadable: {exc}") from None
+    if texts_fingerprint(texts) != recorded.get("fingerprint"):
+        raise ShrinkError(f"{texts_path}: the texts do not match the fingerprint recorded in {info_path}")
+    logits = load_file(str(root / LOGITS_FILE)).get(TRANSFER)
+    if logits is None or logits.shape != (len(texts), teacher_meta.num_labels):
+        shape = None if logits is None else logits.shape
+        raise ShrinkError(
+            f"{root / LOGITS_FILE}: transfer logits have shape {shape}, "
+            f"expected ({len(texts)}, {teacher_meta.num_labels})"
+        )
+    return texts, logits
 
 
 # --------------------------------------------------------------------------- student
@@ -455,10 +573,22 @@ def distill(
         teacher_meta.label_names, info.label_names, f"teacher {teacher_dir}", f"dataset {dataset_dir}"
     )
     logits = load_teacher_logits(logits_dir, dd, teacher_meta)
+    # alpha = 1 is the plain fine-tuning baseline: no teacher, so no transfer set (only the teacher labels it).
+    transfer = load_transfer_set(logits_dir, dd, teacher_meta, cfg.augment) if alpha < 1.0 else None
     train_cfg = dataclasses.replace(cfg.train, learning_rate=float(learning_rate))
     student = _student(cfg, teacher, info.label_names, train_cfg.seed)
     del teacher
     data = encode_splits(tokenizer, dd, train_cfg.max_length)
+    targets = logits["train"]
+    if transfer is not None:
+        texts, transfer_logits = transfer
+        extra = encode(tokenizer, texts, np.full(len(texts), UNLABELED), train_cfg.max_length)
+        data["train"] = data["train"].concat(extra)
+        targets = np.concatenate([targets, transfer_logits])
+        log.info("transfer set: %d perturbed texts labelled by the teacher", len(texts))
+    states = None
+    if cfg.patient_weight > 0 and alpha < 1.0:
+        states = load_teacher_states(logits_dir, list(cfg.student_layers), transfer is not None)
     trial = {"alpha": float(alpha), "temperature": float(temperature), "learning_rate": float(learning_rate)}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -475,6 +605,8 @@ def distill(
     )
     settings = {
         **trial,
+        "augment": to_dict(cfg.augment) if transfer is not None else None,
+        "patient_weight": cfg.patient_weight if states is not None else 0.0,
         "student_checkpoint": cfg.student_checkpoint,
         "student_layers": None if cfg.student_checkpoint else list(cfg.student_layers),
         "train": to_dict(train_cfg),
@@ -489,7 +621,9 @@ def distill(
         technique="distill",
         settings=settings,
         parent=teacher_meta,
-        teacher_logits=logits["train"],
+        teacher_logits=targets,
+        teacher_states=states,
+        patient_weight=cfg.patient_weight,
         alpha=alpha,
         temperature=temperature,
         desc="student",

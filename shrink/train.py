@@ -35,6 +35,9 @@ SORT_CHUNK_BATCHES = 50
 THREADS_ENV = "SHRINK_THREADS"
 
 
+UNLABELED = -1
+
+
 def kd_loss(
     student_logits: torch.Tensor,
     teacher_logits: torch.Tensor | None,
@@ -48,15 +51,22 @@ def kd_loss(
     hard-label ones whatever the temperature, so ``alpha`` means the same thing
     at every T. With ``alpha == 1`` this is exactly cross-entropy and the teacher
     is not needed.
+
+    Rows labelled ``UNLABELED`` (-1) come from the augmented transfer set: they
+    have only the teacher's answer, so their loss is the soft term alone,
+    ``T^2 * KL``. The batch's loss is the mean over rows either way.
     """
     if not 0.0 <= alpha <= 1.0:
         raise ShrinkError(f"alpha: {alpha} must be in [0, 1]")
     if not temperature > 0:
         raise ShrinkError(f"temperature: {temperature} must be > 0")
     student_logits = student_logits.float()
-    ce = F.cross_entropy(student_logits, labels)
+    labeled = labels != UNLABELED
+    ce = F.cross_entropy(student_logits, labels.clamp(min=0), reduction="none")
     if alpha == 1.0:
-        return ce
+        if not bool(labeled.all()):
+            raise ShrinkError("alpha: 1 trains on labels only, but this batch has unlabeled (transfer-set) rows")
+        return ce.mean()
     if teacher_logits is None:
         raise ShrinkError(f"alpha: {alpha} < 1 needs teacher logits")
     t = float(temperature)
@@ -64,9 +74,23 @@ def kd_loss(
         F.log_softmax(student_logits / t, dim=-1),
         F.log_softmax(teacher_logits.float() / t, dim=-1),
         log_target=True,
-        reduction="batchmean",
-    )
-    return alpha * ce + (1.0 - alpha) * t * t * kl
+        reduction="none",
+    ).sum(dim=-1)
+    soft = t * t * kl
+    per_row = torch.where(labeled, alpha * ce + (1.0 - alpha) * soft, soft)
+    return per_row.mean()
+
+
+def patient_loss(student_cls: torch.Tensor, teacher_cls: torch.Tensor) -> torch.Tensor:
+    """Patient KD (Sun et al., 2019): squared distance of L2-normalised [CLS] states, summed over layers.
+
+    Both are ``[batch, layers, hidden]``: student layer ``j`` against the teacher
+    layer it stands for. Normalising makes the term about direction, not scale,
+    which is what the paper found to work; the batch's loss is the mean over rows.
+    """
+    s = F.normalize(student_cls.float(), dim=-1)
+    t = F.normalize(teacher_cls.float(), dim=-1)
+    return (s - t).pow(2).sum(dim=-1).sum(dim=-1).mean()
 
 
 # --------------------------------------------------------------------------- device
@@ -139,6 +163,16 @@ class Encoded:
     def lengths(self) -> np.ndarray:
         """Token count of every example (what batches are grouped by)."""
         return np.fromiter((len(ids) for ids in self.features["input_ids"]), dtype=np.int64, count=len(self))
+
+    def concat(self, other: Encoded) -> Encoded:
+        """These examples followed by ``other``'s (the training split plus a transfer set)."""
+        if set(self.features) != set(other.features) or self.pad_id != other.pad_id:
+            raise ShrinkError("cannot join encodings made by different tokenizers")
+        return Encoded(
+            {k: self.features[k] + other.features[k] for k in self.features},
+            np.concatenate([self.labels, other.labels]),
+            self.pad_id,
+        )
 
     def batch(self, index: np.ndarray) -> dict[str, torch.Tensor]:
         """Tensors for the examples ``index``, padded to the longest of them (dynamic padding)."""
@@ -213,6 +247,33 @@ def predict_logits(
     return out
 
 
+@torch.inference_mode()
+def predict_cls_states(
+    model, data: Encoded, batch_size: int = 64, device: torch.device | None = None, desc: str | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(logits ``[N, labels]``, [CLS] hidden state after every encoder layer ``[N, layers, hidden]``).
+
+    Patient distillation's targets: the teacher's per-layer [CLS] states, computed
+    once like its logits. Stored as float16 (they are only compared after
+    normalisation, and half the bytes is a smaller artifact).
+    """
+    device = device or next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    order = np.argsort(data.lengths, kind="stable")
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    layers, hidden = model.config.num_hidden_layers, model.config.hidden_size
+    logits = np.zeros((len(data), model.config.num_labels), dtype=np.float32)
+    states = np.zeros((len(data), layers, hidden), dtype=np.float16)
+    for index in progress(batches, desc) if desc else batches:
+        with _autocast(device):
+            out = model(**_to_device(data.batch(index), device), output_hidden_states=True)
+        logits[index] = out.logits.float().cpu().numpy()
+        states[index] = torch.stack(out.hidden_states[1:], dim=1)[:, :, 0].float().cpu().numpy()
+    model.train(was_training)
+    return logits, states
+
+
 def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
     """Share of rows whose argmax is the label."""
     return float((logits.argmax(axis=-1) == labels).mean()) if len(labels) else 0.0
@@ -279,7 +340,13 @@ def _optimizer(model, cfg: TrainConfig):
             continue
         (no_decay if p.ndim < 2 or "LayerNorm" in name or "layer_norm" in name else decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.learning_rate, fused=next(model.parameters()).is_cuda or None)
+    # The fused kernel on CPU too: the same AdamW update, but one pass over each tensor instead of a dozen.
+    # With BERT's 30k x 384 word-embedding matrix in the step, that is 13 ms instead of 88 ms per step on one
+    # core (measured), a quarter of a MiniLM student's training time.
+    try:
+        return torch.optim.AdamW(groups, lr=cfg.learning_rate, fused=True)
+    except RuntimeError:  # a device or dtype without the fused kernel
+        return torch.optim.AdamW(groups, lr=cfg.learning_rate)
 
 
 def fit(
@@ -294,6 +361,8 @@ def fit(
     device: torch.device | None = None,
     desc: str = "train",
     on_step: Callable[[int], None] | None = None,
+    teacher_states: np.ndarray | None = None,
+    patient_weight: float = 0.0,
 ) -> FitResult:
     """Train ``model`` in place with :func:`kd_loss`; it ends holding the best validation checkpoint.
 
@@ -302,6 +371,8 @@ def fit(
     ``cfg.early_stopping_patience`` epochs without improvement. ``teacher_logits``
     are rows aligned with ``train`` (computed once, reused every epoch).
     ``on_step(step)`` runs after every optimiser step (pruning re-applies masks there).
+    ``teacher_states`` (``[N, student layers, hidden]``, aligned with ``train``) adds
+    ``patient_weight * patient_loss`` on the student's per-layer [CLS] states.
 
     Raises:
         NonFiniteLoss: the loss became NaN or infinite; the model is reset to the
@@ -315,6 +386,12 @@ def fit(
             )
     elif alpha < 1.0:
         raise ShrinkError(f"alpha: {alpha} < 1 needs teacher logits")
+    patient = teacher_states is not None and patient_weight > 0
+    if patient:
+        want = (len(train), model.config.num_hidden_layers, model.config.hidden_size)
+        if tuple(teacher_states.shape) != want:
+            raise ShrinkError(f"teacher [CLS] states: shape {tuple(teacher_states.shape)}, expected {want}")
+        teacher_states = torch.from_numpy(np.asarray(teacher_states))
     device = device or select_device(cfg.device)
     seed_everything(cfg.seed)
     model.to(device)
@@ -355,8 +432,11 @@ def fit(
                 teacher_logits[index].to(device, non_blocking=True) if teacher_logits is not None else None
             )
             with _autocast(device):
-                logits = model(**inputs).logits
-            loss = kd_loss(logits, teacher, labels, alpha, temperature)
+                out = model(**inputs, output_hidden_states=patient)
+            loss = kd_loss(out.logits, teacher, labels, alpha, temperature)
+            if patient:
+                student_cls = torch.stack(out.hidden_states[1:], dim=1)[:, :, 0]
+                loss = loss + patient_weight * patient_loss(student_cls, teacher_states[index].to(device))
             value = loss.item()
             if not math.isfinite(value):
                 raise diverged(f"non-finite loss ({value}) at epoch {epoch}, step {result.steps + 1}")

@@ -1,4 +1,5 @@
 import json
+import os
 import shutil
 import statistics
 import warnings
@@ -16,6 +17,7 @@ from shrink.benchmark import (
     confusion_matrix,
     count_parameters,
     percentiles,
+    pinned_cpus,
     run_benchmark,
     size_report,
 )
@@ -284,7 +286,18 @@ def test_refuses_an_unknown_loader(tmp_path, torch_artifact, clinc_slice):
         run_benchmark(bad, clinc_slice, FAST, "torch_int8")
 
 
+def test_workers_are_pinned_to_the_last_cores():
+    allowed = sorted(os.sched_getaffinity(0))
+    if len(allowed) > 1:
+        assert pinned_cpus(1) == allowed[-1:]
+    assert pinned_cpus(len(allowed)) is None  # every core: nothing to pin
+
+
 def test_config_rejects_nonsense():
+    with pytest.raises(ShrinkError, match=r"benchmark.latency_rounds: must be <= latency_samples \(2\)"):
+        from_dict(BenchmarkConfig, {"latency_samples": 2, "latency_rounds": 3}, "benchmark")
+    with pytest.raises(ShrinkError, match=r"benchmark.latency_rounds: must be >= 1"):
+        from_dict(BenchmarkConfig, {"latency_rounds": 0}, "benchmark")
     with pytest.raises(ShrinkError, match=r"benchmark.batch_sizes: each must be >= 1"):
         from_dict(BenchmarkConfig, {"batch_sizes": [8, 0]}, "benchmark")
     with pytest.raises(ShrinkError, match=r"benchmark: unknown key 'latency_sample'"):
@@ -328,7 +341,12 @@ def test_onnx_candidate_end_to_end_in_a_fresh_process(onnx_artifact, clinc_slice
     assert lat["p50_ci95"][0] <= lat["p50"] <= lat["p50_ci95"][1]
     assert 0 < lat["model_p50"] < lat["p50"]  # tokenization is part of a request, not of the model time
     assert set(record["throughput_qps"]) == {"4"} and record["throughput_qps"]["4"] > 0
-    assert record["threads"] == {"intra_op": 1, "inter_op": 1}
+    # FAST's 30 requests are timed in 3 fresh processes (10 each, continuing the order) and pooled.
+    assert lat["rounds"] == 3 and len(lat["round_p50"]) == 3 and lat["round_spread"] >= 0
+    assert min(lat["round_p50"]) <= lat["p50"] <= max(lat["round_p50"])
+    threads = record["threads"]
+    assert threads["intra_op"] == 1 and threads["inter_op"] == 1
+    assert threads["pinned_cpus"] == pinned_cpus(1) or threads["pinned_cpus"] == sorted(os.sched_getaffinity(0))
     print(f"worker peak RSS {record['memory']['peak_rss_mb']:.0f} MB, this process {parent_rss:.0f} MB")
     assert 50 < record["memory"]["peak_rss_mb"] < parent_rss - 100
     assert record["load_time_s"] > 0

@@ -36,7 +36,8 @@ def test_benchmark_component_on_the_tiny_model(tmp_path, tiny_artifact, clinc_sl
     assert record["schema"] == "shrink.benchmark/v1" and record["candidate"] == "student"
     assert record["artifact"]["uri"] == str(tiny_artifact) and record["artifact"]["technique"] == "distill"
     assert record["latency_ms"]["samples"] == 50 and record["latency_ms"]["warmup"] == 5
-    assert record["threads"] == {"intra_op": 1, "inter_op": 1}
+    assert record["threads"]["intra_op"] == 1 and record["threads"]["inter_op"] == 1
+    assert record["latency_ms"]["rounds"] == 3 and len(record["latency_ms"]["round_p50"]) == 3
     # The cost follows from the measured capacity and the configured price.
     cost = record["cost"]
     cores = record["hardware"]["logical_cpus"]

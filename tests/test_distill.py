@@ -11,11 +11,13 @@ import torch
 import torch.nn.functional as F
 
 from shrink.artifact import read_meta
-from shrink.config import DataConfig, DistillConfig, SearchConfig, TeacherConfig, TrainConfig, from_dict
+from shrink.augment import augment_texts
+from shrink.config import AugmentConfig, DataConfig, DistillConfig, SearchConfig, TeacherConfig, TrainConfig, from_dict
 from shrink.data import load_prepared, prepare
 from shrink.distill import (
     LOGITS_FILE,
     LOGITS_INFO,
+    TRANSFER_TEXTS,
     compute_teacher_logits,
     distill,
     encode_splits,
@@ -29,10 +31,12 @@ from shrink.models import load_classifier, load_pytorch_artifact, load_tokenizer
 from shrink.runtime import open_classifier
 from shrink.train import (
     THREADS_ENV,
+    UNLABELED,
     cpu_cores,
     encode,
     fit,
     length_grouped_batches,
+    patient_loss,
     select_device,
 )
 
@@ -115,6 +119,110 @@ def test_kd_loss_matches_hand_computation():
         temp**2 * kl, rel=1e-5
     )
     assert kd_loss(as_t(t), as_t(t), as_t(y, torch.long), 0.0, temp).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_kd_loss_on_transfer_rows_is_the_soft_term_alone():
+    s = torch.tensor([[2.0, -1.0, 0.5], [0.1, 0.2, -0.3], [1.0, 1.0, -2.0]])
+    t = torch.tensor([[1.0, 0.0, 3.0], [-2.0, 1.0, 0.0], [0.0, 3.0, 0.0]])
+    y = torch.tensor([0, 2, UNLABELED])
+    alpha, temp = 0.3, 2.5
+    per_row = [kd_loss(s[i : i + 1], t[i : i + 1], y[i : i + 1].clamp(min=0), alpha, temp) for i in range(3)]
+    soft_only = kd_loss(s[2:], t[2:], y[2:].clamp(min=0), 0.0, temp)
+    expected = (per_row[0] + per_row[1] + soft_only) / 3
+    assert kd_loss(s, t, y, alpha, temp).item() == pytest.approx(expected.item(), rel=1e-5)
+    assert soft_only.item() != pytest.approx(per_row[2].item(), rel=1e-3)  # the label really is ignored
+    with pytest.raises(ShrinkError, match="unlabeled"):
+        kd_loss(s, t, y, 1.0, temp)
+
+
+def test_transfer_set_is_deterministic_and_perturbs_the_texts():
+    texts = ["what is my bank balance", "book a table for two at eight", "play some jazz", "hi"]
+    cfg = AugmentConfig(copies=3, seed=7)
+    out = augment_texts(texts, cfg, "[MASK]")
+    assert out == augment_texts(texts, cfg, "[MASK]") and len(out) == 12
+    assert out != augment_texts(texts, AugmentConfig(copies=3, seed=8), "[MASK]")
+    vocabulary = {w for t in texts for w in t.split()} | {"[MASK]"}
+    assert all(t and set(t.split()) <= vocabulary for t in out)
+    assert sum(a != b for a, b in zip(out, texts * 3, strict=True)) >= 4  # something was perturbed
+    # With every probability at zero the copies are the texts themselves.
+    still = AugmentConfig(copies=2, mask_prob=0, replace_prob=0, ngram_prob=0)
+    assert augment_texts(texts, still, "[MASK]") == texts * 2
+    # n-grams only: every copy is a contiguous piece of its text.
+    cut = augment_texts(texts, AugmentConfig(copies=1, mask_prob=0, replace_prob=0, ngram_prob=1.0), "[MASK]")
+    assert all(c in t for c, t in zip(cut, texts, strict=True)) and cut[0] != texts[0]
+    with pytest.raises(ShrinkError, match="distill.augment.replace_prob: mask_prob \\+ replace_prob"):
+        from_dict(DistillConfig, {"augment": {"mask_prob": 0.6, "replace_prob": 0.6}}, "distill")
+
+
+def test_distillation_with_a_transfer_set(tmp_path, clinc_slice, teacher_dir, logits_dir):
+    augment = AugmentConfig(copies=1, seed=3)
+    logits = tmp_path / "logits-transfer"
+    info = compute_teacher_logits(teacher_dir, clinc_slice, logits, augment=augment)
+    dd, _ = load_prepared(clinc_slice)
+    texts = json.loads((logits / TRANSFER_TEXTS).read_text())
+    assert info["transfer"]["count"] == len(texts) == len(dd["train"])
+    assert texts == augment_texts(list(dd["train"]["text"]), augment, "[MASK]")
+    # The transfer logits are the teacher's answers on those texts, as served.
+    from safetensors.numpy import load_file
+
+    _, served = open_classifier(teacher_dir).predict_all(texts)
+    np.testing.assert_allclose(load_file(str(logits / LOGITS_FILE))["transfer"], served, atol=1e-4)
+
+    cfg = DistillConfig(student_layers=[0, 2], train=TrainConfig(epochs=1, **FAST), augment=augment)
+    meta = distill(cfg, clinc_slice, teacher_dir, logits, tmp_path / "s", alpha=0.5, temperature=2.0,
+                   learning_rate=3e-3)
+    assert meta.settings["augment"]["copies"] == 1
+    assert meta.metrics["steps"] == math.ceil(2 * len(dd["train"]) / FAST["batch_size"])  # train + transfer set
+    # A config asking for another transfer set, or one the logits lack, is refused before training.
+    other = DistillConfig(student_layers=[0, 2], train=TrainConfig(epochs=1, **FAST), augment=AugmentConfig(copies=2))
+    with pytest.raises(ShrinkError, match="transfer set was made with"):
+        distill(other, clinc_slice, teacher_dir, logits, tmp_path / "x", 0.5, 2.0, 3e-3)
+    with pytest.raises(ShrinkError, match="these logits have none"):
+        distill(cfg, clinc_slice, teacher_dir, logits_dir, tmp_path / "y", 0.5, 2.0, 3e-3)
+    # alpha = 1 (the plain fine-tuning baseline of a search) trains on the labelled split only.
+    baseline = distill(cfg, clinc_slice, teacher_dir, logits_dir, tmp_path / "z", 1.0, 2.0, 3e-3)
+    assert baseline.settings["augment"] is None
+    assert baseline.metrics["steps"] == math.ceil(len(dd["train"]) / FAST["batch_size"])
+    (logits / TRANSFER_TEXTS).write_text(json.dumps(texts[:-1]))
+    with pytest.raises(ShrinkError, match="do not match the fingerprint"):
+        distill(cfg, clinc_slice, teacher_dir, logits, tmp_path / "w", 0.5, 2.0, 3e-3)
+
+
+def test_patient_loss_matches_hand_computation():
+    s = torch.tensor([[[3.0, 4.0], [1.0, 0.0]], [[0.0, 2.0], [1.0, 1.0]]])  # [batch 2, layers 2, hidden 2]
+    t = torch.tensor([[[4.0, 3.0], [0.0, 5.0]], [[0.0, 7.0], [2.0, 2.0]]])
+    # Row 0: |(.6,.8)-(.8,.6)|^2 = .08, |(1,0)-(0,1)|^2 = 2; row 1: both pairs point the same way: 0.
+    assert patient_loss(s, t).item() == pytest.approx((0.08 + 2.0 + 0.0) / 2, rel=1e-5)
+    assert patient_loss(t, t).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_patient_distillation_end_to_end(tmp_path, clinc_slice, teacher_dir):
+    from safetensors.numpy import load_file
+
+    logits = tmp_path / "logits-patient"
+    info = compute_teacher_logits(teacher_dir, clinc_slice, logits, patient_layers=[1, 3])
+    assert info["patient_layers"] == [1, 3]
+    tensors = load_file(str(logits / LOGITS_FILE))
+    dd, _ = load_prepared(clinc_slice)
+    teacher = load_classifier(teacher_dir).eval()
+    assert tensors["train.cls"].shape == (len(dd["train"]), 2, teacher.config.hidden_size)
+    # The stored states are the teacher's [CLS] after layers 1 and 3 for the first training text.
+    tok = load_tokenizer(teacher_dir)
+    with torch.no_grad():
+        out = teacher(**tok(dd["train"]["text"][:1], return_tensors="pt"), output_hidden_states=True)
+    want = torch.stack([out.hidden_states[2][0, 0], out.hidden_states[4][0, 0]]).numpy()
+    np.testing.assert_allclose(tensors["train.cls"][0].astype(np.float32), want, rtol=2e-2, atol=2e-2)
+
+    cfg = DistillConfig(student_layers=[1, 3], train=TrainConfig(epochs=3, **FAST), patient_weight=10.0)
+    meta = distill(cfg, clinc_slice, teacher_dir, logits, tmp_path / "s", 0.5, 2.0, 3e-3)
+    assert meta.settings["patient_weight"] == 10.0
+    assert meta.metrics["val_accuracy"] > 3 * CHANCE
+    # States stored for other layers than the student keeps are refused before training.
+    other = DistillConfig(student_layers=[0, 2], train=TrainConfig(epochs=1, **FAST), patient_weight=10.0)
+    with pytest.raises(ShrinkError, match=r"stored for layers \[1, 3\], but the student keeps \[0, 2\]"):
+        distill(other, clinc_slice, teacher_dir, logits, tmp_path / "x", 0.5, 2.0, 3e-3)
+    with pytest.raises(ShrinkError, match="needs student_layers"):
+        from_dict(DistillConfig, {"student_checkpoint": "x", "patient_weight": 1.0}, "distill")
 
 
 @pytest.mark.parametrize(

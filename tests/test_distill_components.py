@@ -51,7 +51,7 @@ def teacher(tmp_path_factory, clinc_slice, tiny_model_dir):
 @pytest.fixture(scope="module")
 def logits(tmp_path_factory, clinc_slice, teacher):
     out = Dataset(uri=str(tmp_path_factory.mktemp("components") / "logits"))
-    teacher_logits_op.python_func(dataset=Dataset(uri=str(clinc_slice)), teacher=teacher[0], logits=out)
+    teacher_logits_op.python_func(dataset=Dataset(uri=str(clinc_slice)), teacher=teacher[0], distill={}, logits=out)
     return out
 
 
