@@ -47,6 +47,7 @@ from shrink.train import (
 __all__ = [
     "LOGITS_FILE",
     "LOGITS_INFO",
+    "TeacherTargets",
     "check_trial",
     "compute_teacher_logits",
     "distill",
@@ -54,7 +55,6 @@ __all__ = [
     "from_kfp",
     "kd_loss",
     "load_teacher_logits",
-    "load_transfer_set",
     "select_best_student",
     "select_device",
     "student_from_teacher",
@@ -316,11 +316,11 @@ def compute_teacher_logits(
             raise ShrinkError(f"distill.student_layers: {patient_layers} out of range; the teacher has {depth}")
 
     def run(enc, name):
-        if patient_layers and name != "validation":
-            logits, states = predict_cls_states(model, enc, batch_size, device, desc=f"teacher logits {name}")
-            tensors[f"{name}.cls"] = np.ascontiguousarray(states[:, patient_layers])
+        desc = f"teacher logits {name}"
+        if patient_layers and name != "validation":  # the states train the student; validation only ranks it
+            logits, tensors[f"{name}.cls"] = predict_cls_states(model, enc, patient_layers, batch_size, device, desc)
             return logits
-        return predict_logits(model, enc, batch_size, device, desc=f"teacher logits {name}")
+        return predict_logits(model, enc, batch_size, device, desc)
 
     for split in LOGITS_SPLITS:
         texts = dd[split]["text"]
@@ -367,11 +367,34 @@ def compute_teacher_logits(
     return content
 
 
-def load_teacher_logits(logits_dir: str | Path, dd, teacher_meta: ArtifactMeta) -> dict[str, np.ndarray]:
-    """Teacher logits per split, after checking they belong to these texts and this teacher.
+@dataclasses.dataclass
+class TeacherTargets:
+    """What a student learns from, read from a teacher_logits artifact and checked against its inputs.
 
-    The transfer set, when the artifact has one, is not returned here; see
-    :func:`load_transfer_set`.
+    ``train_logits`` (and ``states``) hold the training split's rows followed by the
+    transfer set's, aligned with the training split joined to ``transfer_texts``.
+    """
+
+    train_logits: np.ndarray
+    validation_logits: np.ndarray
+    transfer_texts: list[str] = dataclasses.field(default_factory=list)
+    states: np.ndarray | None = None
+
+
+def load_teacher_logits(
+    logits_dir: str | Path,
+    dd,
+    teacher_meta: ArtifactMeta,
+    augment: AugmentConfig | None = None,
+    patient_layers: list[int] | None = None,
+) -> TeacherTargets:
+    """The teacher's targets for these texts, after checking they belong to them and to this teacher.
+
+    ``augment`` (copies > 0) asks for the transfer set and ``patient_layers`` for
+    the [CLS] states: both are made by the teacher_logits step, and a distillation
+    config that asks for a different set (other copies, probabilities or seed) or
+    other layers must not silently train on what happens to be there, so a
+    mismatch is an error. The info file and the tensors are each read once.
     """
     from safetensors.numpy import load_file
 
@@ -392,7 +415,16 @@ def load_teacher_logits(logits_dir: str | Path, dd, teacher_meta: ArtifactMeta) 
             f"{teacher_meta.content_hash()[:12]}…; recompute the teacher logits"
         )
     tensors = load_file(str(data_path))
-    out = {}
+
+    def rows(name: str, count: int) -> np.ndarray:
+        shape = tensors[name].shape if name in tensors else None
+        if shape != (count, teacher_meta.num_labels):
+            raise ShrinkError(
+                f"{data_path}: {name} logits have shape {shape}, expected ({count}, {teacher_meta.num_labels})"
+            )
+        return tensors[name]
+
+    logits = {}
     for split in LOGITS_SPLITS:
         texts = dd[split]["text"]
         recorded = splits.get(split, {})
@@ -402,78 +434,40 @@ def load_teacher_logits(logits_dir: str | Path, dd, teacher_meta: ArtifactMeta) 
                 f"{split} split ({recorded.get('count')} vs {len(texts)} examples, fingerprints differ); "
                 "recompute the teacher logits"
             )
-        if split not in tensors or tensors[split].shape != (len(texts), teacher_meta.num_labels):
-            shape = tensors[split].shape if split in tensors else None
+        logits[split] = rows(split, len(texts))
+    targets = TeacherTargets(logits["train"], logits["validation"])
+
+    if augment is not None and augment.copies > 0:
+        recorded = info.get("transfer")
+        if not recorded:
             raise ShrinkError(
-                f"{data_path}: {split} logits have shape {shape}, "
-                f"expected ({len(texts)}, {teacher_meta.num_labels})"
+                f"{info_path}: distill.augment asks for a transfer set ({augment.copies} copies) but these logits "
+                "have none; give the teacher_logits step the same augment settings"
             )
-        out[split] = tensors[split]
-    return out
+        if recorded.get("augment") != to_dict(augment):
+            raise ShrinkError(
+                f"{info_path}: the transfer set was made with {recorded.get('augment')}, "
+                f"but distill.augment is {to_dict(augment)}; recompute the teacher logits"
+            )
+        texts_path = root / TRANSFER_TEXTS
+        try:
+            texts = json.loads(texts_path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ShrinkError(f"{texts_path}: transfer-set texts unreadable: {exc}") from None
+        if texts_fingerprint(texts) != recorded.get("fingerprint"):
+            raise ShrinkError(f"{texts_path}: the texts do not match the fingerprint recorded in {info_path}")
+        targets.transfer_texts = texts
+        targets.train_logits = np.concatenate([targets.train_logits, rows(TRANSFER, len(texts))])
 
-
-def load_teacher_states(logits_dir: str | Path, layers: list[int], with_transfer: bool) -> np.ndarray:
-    """The teacher's [CLS] states for patient distillation: train rows, then transfer-set rows.
-
-    They must have been computed for exactly the student's ``layers``; the logits'
-    own checks (texts, teacher) are done by :func:`load_teacher_logits`.
-    """
-    from safetensors.numpy import load_file
-
-    root = Path(logits_dir)
-    recorded = json.loads((root / LOGITS_INFO).read_text()).get("patient_layers")
-    if recorded != list(layers):
-        raise ShrinkError(
-            f"{root / LOGITS_INFO}: teacher [CLS] states were stored for layers {recorded}, but the student keeps "
-            f"{list(layers)}; give the teacher_logits step the same distill section"
-        )
-    tensors = load_file(str(root / LOGITS_FILE))
-    parts = ["train.cls", *([f"{TRANSFER}.cls"] if with_transfer else [])]
-    return np.concatenate([tensors[p] for p in parts])
-
-
-def load_transfer_set(
-    logits_dir: str | Path, dd, teacher_meta: ArtifactMeta, augment: AugmentConfig
-) -> tuple[list[str], np.ndarray] | None:
-    """(texts, teacher logits) of the transfer set ``augment`` asks for; None when it asks for none.
-
-    The set is made by the teacher_logits step; a distillation config that asks
-    for a different one (other copies, probabilities or seed) must not silently
-    train on what happens to be there, so a mismatch is an error.
-    """
-    from safetensors.numpy import load_file
-
-    if augment.copies == 0:
-        return None
-    root = Path(logits_dir)
-    info_path = root / LOGITS_INFO
-    load_teacher_logits(logits_dir, dd, teacher_meta)  # same teacher, same training texts
-    recorded = json.loads(info_path.read_text()).get("transfer")
-    if not recorded:
-        raise ShrinkError(
-            f"{info_path}: distill.augment asks for a transfer set ({augment.copies} copies) but these logits "
-            "have none; give the teacher_logits step the same augment settings"
-        )
-    if recorded.get("augment") != to_dict(augment):
-        raise ShrinkError(
-            f"{info_path}: the transfer set was made with {recorded.get('augment')}, "
-            f"but distill.augment is {to_dict(augment)}; recompute the teacher logits"
-        )
-    texts_path = root / TRANSFER_TEXTS
-    try:
-        texts = json.loads(texts_path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ShrinkError(f"{texts_path}: transfer-set texts unreadable: {exc}") from None
-    if texts_fingerprint(texts) != recorded.get("fingerprint"):
-        raise ShrinkError(f"{texts_path}: the texts do not match the fingerprint recorded in {info_path}")
-    logits = load_file(str(root / LOGITS_FILE)).get(TRANSFER)
-    if logits is None or logits.shape != (len(texts), teacher_meta.num_labels):
-        shape = None if logits is None else logits.shape
-        raise ShrinkError(
-            f"{root / LOGITS_FILE}: transfer logits have shape {shape}, "
-            f"expected ({len(texts)}, {teacher_meta.num_labels})"
-        )
-    return texts, logits
+    if patient_layers:
+        if info.get("patient_layers") != list(patient_layers):
+            raise ShrinkError(
+                f"{info_path}: teacher [CLS] states were stored for layers {info.get('patient_layers')}, but the "
+                f"student keeps {list(patient_layers)}; give the teacher_logits step the same distill section"
+            )
+        parts = ["train.cls", *([f"{TRANSFER}.cls"] if targets.transfer_texts else [])]
+        targets.states = np.concatenate([tensors[p] for p in parts])
+    return targets
 
 
 # --------------------------------------------------------------------------- student
@@ -572,23 +566,24 @@ def distill(
     check_labels(
         teacher_meta.label_names, info.label_names, f"teacher {teacher_dir}", f"dataset {dataset_dir}"
     )
-    logits = load_teacher_logits(logits_dir, dd, teacher_meta)
-    # alpha = 1 is the plain fine-tuning baseline: no teacher, so no transfer set (only the teacher labels it).
-    transfer = load_transfer_set(logits_dir, dd, teacher_meta, cfg.augment) if alpha < 1.0 else None
+    # alpha = 1 is the plain fine-tuning baseline: no teacher, so neither its transfer set nor its states.
+    kd = alpha < 1.0
+    targets = load_teacher_logits(
+        logits_dir,
+        dd,
+        teacher_meta,
+        augment=cfg.augment if kd else None,
+        patient_layers=list(cfg.student_layers) if kd and cfg.patient_weight > 0 else None,
+    )
     train_cfg = dataclasses.replace(cfg.train, learning_rate=float(learning_rate))
     student = _student(cfg, teacher, info.label_names, train_cfg.seed)
     del teacher
     data = encode_splits(tokenizer, dd, train_cfg.max_length)
-    targets = logits["train"]
-    if transfer is not None:
-        texts, transfer_logits = transfer
+    if targets.transfer_texts:
+        texts = targets.transfer_texts
         extra = encode(tokenizer, texts, np.full(len(texts), UNLABELED), train_cfg.max_length)
         data["train"] = data["train"].concat(extra)
-        targets = np.concatenate([targets, transfer_logits])
         log.info("transfer set: %d perturbed texts labelled by the teacher", len(texts))
-    states = None
-    if cfg.patient_weight > 0 and alpha < 1.0:
-        states = load_teacher_states(logits_dir, list(cfg.student_layers), transfer is not None)
     trial = {"alpha": float(alpha), "temperature": float(temperature), "learning_rate": float(learning_rate)}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -605,8 +600,8 @@ def distill(
     )
     settings = {
         **trial,
-        "augment": to_dict(cfg.augment) if transfer is not None else None,
-        "patient_weight": cfg.patient_weight if states is not None else 0.0,
+        "augment": to_dict(cfg.augment) if targets.transfer_texts else None,
+        "patient_weight": cfg.patient_weight if targets.states is not None else 0.0,
         "student_checkpoint": cfg.student_checkpoint,
         "student_layers": None if cfg.student_checkpoint else list(cfg.student_layers),
         "train": to_dict(train_cfg),
@@ -621,8 +616,8 @@ def distill(
         technique="distill",
         settings=settings,
         parent=teacher_meta,
-        teacher_logits=targets,
-        teacher_states=states,
+        teacher_logits=targets.train_logits,
+        teacher_states=targets.states,
         patient_weight=cfg.patient_weight,
         alpha=alpha,
         temperature=temperature,

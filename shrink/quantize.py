@@ -320,14 +320,19 @@ def _finish_int8(out: Path, model_dir: Path, meta: ArtifactMeta, cfg: QuantizeCo
     return write_artifact(out, **common, metrics=metrics)
 
 
+# MatMulNBits' compute type: 4 = int8 (activations quantized per block at run time), the fast path on CPUs.
+NBITS_ACCURACY_LEVEL = 4
+
+
 def _nbits_matmuls(source: Path, target: Path, cfg: QuantizeConfig, exclude: list[str]) -> int:
     """Rewrite constant-weight MatMuls as MatMulNBits (8-bit, symmetric, ``block_size`` blocks, int8 compute)."""
     import onnx
     from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
 
-    algo = DefaultWeightOnlyQuantConfig(block_size=cfg.block_size, is_symmetric=True, accuracy_level=4, bits=8)
+    algo = DefaultWeightOnlyQuantConfig(block_size=cfg.block_size, is_symmetric=True,
+                                        accuracy_level=NBITS_ACCURACY_LEVEL, bits=8)
     quantizer = MatMulNBitsQuantizer(onnx.load(str(source)), bits=8, block_size=cfg.block_size, is_symmetric=True,
-                                     accuracy_level=4, nodes_to_exclude=exclude, algo_config=algo)
+                                     accuracy_level=NBITS_ACCURACY_LEVEL, nodes_to_exclude=exclude, algo_config=algo)
     quantizer.process()
     quantizer.model.save_model_to_file(str(target), use_external_data_format=_large(source))
     return sum(n.op_type == "MatMulNBits" for n in quantizer.model.model.graph.node)
@@ -399,7 +404,7 @@ def quantize_ort_dynamic(
                 "reduce_range": cfg.reduce_range, "weight_type": "int8", "keep_fp32": cfg.keep_fp32,
                 "source_technique": meta.technique}
     if cfg.matmul_kernel == "nbits":
-        settings |= {"block_size": cfg.block_size, "accuracy_level": 4}
+        settings |= {"block_size": cfg.block_size, "accuracy_level": NBITS_ACCURACY_LEVEL}
     return _finish_int8(out, model_dir, meta, cfg, "ort-dynamic-int8", settings, parent_uri)
 
 

@@ -227,51 +227,59 @@ def _autocast(device: torch.device):
     return torch.autocast(device.type, enabled=False)
 
 
+def cls_states(hidden_states: tuple[torch.Tensor, ...], layers: list[int] | None = None) -> torch.Tensor:
+    """[CLS] state after each encoder layer (``[batch, layers, hidden]``), from HF's ``hidden_states``.
+
+    ``hidden_states[0]`` is the embeddings' output, so encoder layer ``i`` is entry
+    ``i + 1``; ``layers`` picks some of them (default: all, in order).
+    """
+    picked = hidden_states[1:] if layers is None else [hidden_states[i + 1] for i in layers]
+    return torch.stack([h[:, 0] for h in picked], dim=1)
+
+
 @torch.inference_mode()
+def _predict(model, data: Encoded, batch_size, device, desc, cls_layers) -> tuple[np.ndarray, np.ndarray | None]:
+    device = device or next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    order = np.argsort(data.lengths, kind="stable")
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    logits = np.zeros((len(data), model.config.num_labels), dtype=np.float32)
+    states = None
+    if cls_layers is not None:
+        states = np.zeros((len(data), len(cls_layers), model.config.hidden_size), dtype=np.float16)
+    for index in progress(batches, desc) if desc else batches:
+        with _autocast(device):
+            out = model(**_to_device(data.batch(index), device), output_hidden_states=states is not None)
+        logits[index] = out.logits.float().cpu().numpy()
+        if states is not None:
+            states[index] = cls_states(out.hidden_states, cls_layers).float().cpu().numpy()
+    model.train(was_training)
+    return logits, states
+
+
 def predict_logits(
     model, data: Encoded, batch_size: int = 64, device: torch.device | None = None, desc: str | None = None
 ) -> np.ndarray:
     """Logits for every example, in the original order (batches are length-sorted for speed)."""
-    device = device or next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    order = np.argsort(data.lengths, kind="stable")
-    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    out = np.zeros((len(data), model.config.num_labels), dtype=np.float32)
-    iterator = progress(batches, desc) if desc else batches
-    for index in iterator:
-        with _autocast(device):
-            logits = model(**_to_device(data.batch(index), device)).logits
-        out[index] = logits.float().cpu().numpy()
-    model.train(was_training)
-    return out
+    return _predict(model, data, batch_size, device, desc, None)[0]
 
 
-@torch.inference_mode()
 def predict_cls_states(
-    model, data: Encoded, batch_size: int = 64, device: torch.device | None = None, desc: str | None = None
+    model,
+    data: Encoded,
+    layers: list[int],
+    batch_size: int = 64,
+    device: torch.device | None = None,
+    desc: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(logits ``[N, labels]``, [CLS] hidden state after every encoder layer ``[N, layers, hidden]``).
+    """(logits ``[N, labels]``, [CLS] state after each of ``layers`` ``[N, len(layers), hidden]``), one pass.
 
     Patient distillation's targets: the teacher's per-layer [CLS] states, computed
-    once like its logits. Stored as float16 (they are only compared after
+    once like its logits. Kept as float16 (they are only compared after
     normalisation, and half the bytes is a smaller artifact).
     """
-    device = device or next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    order = np.argsort(data.lengths, kind="stable")
-    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    layers, hidden = model.config.num_hidden_layers, model.config.hidden_size
-    logits = np.zeros((len(data), model.config.num_labels), dtype=np.float32)
-    states = np.zeros((len(data), layers, hidden), dtype=np.float16)
-    for index in progress(batches, desc) if desc else batches:
-        with _autocast(device):
-            out = model(**_to_device(data.batch(index), device), output_hidden_states=True)
-        logits[index] = out.logits.float().cpu().numpy()
-        states[index] = torch.stack(out.hidden_states[1:], dim=1)[:, :, 0].float().cpu().numpy()
-    model.train(was_training)
-    return logits, states
+    return _predict(model, data, batch_size, device, desc, list(layers))
 
 
 def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
@@ -435,7 +443,7 @@ def fit(
                 out = model(**inputs, output_hidden_states=patient)
             loss = kd_loss(out.logits, teacher, labels, alpha, temperature)
             if patient:
-                student_cls = torch.stack(out.hidden_states[1:], dim=1)[:, :, 0]
+                student_cls = cls_states(out.hidden_states)
                 loss = loss + patient_weight * patient_loss(student_cls, teacher_states[index].to(device))
             value = loss.item()
             if not math.isfinite(value):

@@ -346,7 +346,8 @@ def test_onnx_candidate_end_to_end_in_a_fresh_process(onnx_artifact, clinc_slice
     assert min(lat["round_p50"]) <= lat["p50"] <= max(lat["round_p50"])
     threads = record["threads"]
     assert threads["intra_op"] == 1 and threads["inter_op"] == 1
-    assert threads["pinned_cpus"] == pinned_cpus(1) or threads["pinned_cpus"] == sorted(os.sched_getaffinity(0))
+    # Pinned to the last core where there is more than one; otherwise the worker keeps every core it may use.
+    assert threads["pinned_cpus"] == (pinned_cpus(1) or sorted(os.sched_getaffinity(0)))
     print(f"worker peak RSS {record['memory']['peak_rss_mb']:.0f} MB, this process {parent_rss:.0f} MB")
     assert 50 < record["memory"]["peak_rss_mb"] < parent_rss - 100
     assert record["load_time_s"] > 0
