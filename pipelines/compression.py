@@ -5,6 +5,7 @@
         student -> export_onnx -> optimize_onnx -> quantize_ort_dynamic
                    export_onnx -> quantize_ort_static   (static QDQ cannot see inside the fused ops)
         student -> prune (movement) / prune_structured            (when prune.enabled)
+                   prune_structured -> export_onnx -> optimize_onnx -> quantize_ort_dynamic
     every candidate, teacher included -> benchmark (one at a time) -> gate -> promote
 
 The same function builds the pipeline for kfp.local and for a cluster; the config
@@ -209,6 +210,23 @@ def build_pipeline(cfg: PipelineConfig):
                 "Prune (structured)",
             )
             models["pruned_structured"] = ps.outputs["pruned"]
+            # A structurally pruned model is a smaller dense one: it takes the student's fastest path too.
+            ps_onnx = step(
+                export_onnx_op(model=ps.outputs["pruned"], quantize=quantize, dataset=dataset),
+                "export_onnx",
+                "Export ONNX (structured)",
+            )
+            ps_opt = step(
+                optimize_onnx_op(model=ps_onnx.outputs["out"], quantize=quantize),
+                "optimize_onnx",
+                "ORT graph optimization (structured)",
+            )
+            ps_int8 = step(
+                quantize_ort_dynamic_op(model=ps_opt.outputs["out"], quantize=quantize),
+                "quantize_ort_dynamic",
+                "ORT INT8 dynamic (structured)",
+            )
+            models["pruned_structured_int8"] = ps_int8.outputs["out"]
 
         # Benchmarks run one after another: candidates never share cores while being timed.
         results, previous = {}, None
@@ -253,6 +271,7 @@ GATE_INPUTS = (
     "pruned_movement",
     "pruned_magnitude",
     "pruned_structured",
+    "pruned_structured_int8",
 )
 
 

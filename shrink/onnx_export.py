@@ -337,6 +337,31 @@ def export_onnx(
 # --------------------------------------------------------------------------- graph optimization
 
 
+def attention_shape(config: dict[str, Any], where: Path) -> tuple[int, int]:
+    """``num_heads`` and ``hidden_size`` as ORT's attention fusion means them: the attention's own width.
+
+    A structurally pruned model keeps its hidden size but has fewer heads, so its
+    attention is narrower than the hidden state (``shrink_structure`` in the
+    config). With the same head count in every layer those are exact; with
+    different counts per layer, 0 / 0 lets the fusion read each layer's shape
+    from its own Reshape nodes.
+    """
+    from shrink.sparse import STRUCTURE_KEY
+
+    heads, hidden = config.get("num_attention_heads"), config.get("hidden_size")
+    if not isinstance(heads, int) or not isinstance(hidden, int):
+        raise ShrinkError(f"{where}: needs integer num_attention_heads and hidden_size")
+    structure = config.get(STRUCTURE_KEY)
+    if not structure:
+        return heads, hidden
+    counts, size = structure.get("heads"), structure.get("attention_head_size")
+    if not counts or not isinstance(size, int):
+        raise ShrinkError(f"{where}: {STRUCTURE_KEY} needs 'heads' per layer and 'attention_head_size'")
+    if len(set(counts)) == 1:
+        return counts[0], counts[0] * size
+    return 0, 0
+
+
 def optimize_onnx(
     model_dir: str | Path, out_dir: str | Path, cfg: QuantizeConfig, parent_uri: str | None = None
 ) -> ArtifactMeta:
@@ -354,9 +379,7 @@ def optimize_onnx(
 
     meta, path, _ = open_onnx_source(model_dir, "graph optimization")
     config = require_classifier(model_dir)
-    heads, hidden = config.get("num_attention_heads"), config.get("hidden_size")
-    if not isinstance(heads, int) or not isinstance(hidden, int):
-        raise ShrinkError(f"{Path(model_dir) / 'config.json'}: needs integer num_attention_heads and hidden_size")
+    heads, hidden = attention_shape(config, Path(model_dir) / "config.json")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     log.info("optimizing %s (bert, %d heads, hidden %d)", path, heads, hidden)

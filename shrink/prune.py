@@ -43,6 +43,7 @@ from shrink.sparse import LOADER, STRUCTURE_KEY, WEIGHTS_FILE, bert_layers, save
 from shrink.train import (
     Encoded,
     accuracy,
+    adamw,
     encode,
     kd_loss,
     length_grouped_batches,
@@ -391,20 +392,6 @@ def total_steps(cfg: PruneConfig, n_train: int) -> int:
     return int(min(cfg.train.epochs * per_epoch, cfg.train.max_steps or math.inf))
 
 
-def _optimizer(model: nn.Module, cfg: PruneConfig, extra_groups: list[dict[str, Any]]):
-    taken = {id(p) for g in extra_groups for p in g["params"]}
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad or id(p) in taken:
-            continue
-        (no_decay if p.ndim < 2 or "LayerNorm" in name else decay).append(p)
-    groups = [
-        {"params": decay, "weight_decay": cfg.train.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-    return torch.optim.AdamW(groups + extra_groups, lr=cfg.train.learning_rate)
-
-
 def train_with_teacher(
     model: nn.Module,
     data: PruneData,
@@ -428,7 +415,7 @@ def train_with_teacher(
     model.to(device)
     model.train()
     extra_groups = pruner.parameter_groups() if pruner is not None else []
-    optimizer = _optimizer(model, cfg, extra_groups)
+    optimizer = adamw(model, cfg.train, extra_groups)
     warmup = int(cfg.train.warmup_ratio * total)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer,

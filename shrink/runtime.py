@@ -34,6 +34,7 @@ class Classifier:
         self.meta = meta
         self.tokenizer = load_tokenizer(directory)
         self.max_length = max_length or int(meta.settings.get("max_length", DEFAULT_MAX_LENGTH))
+        self._backend, self._fields = _serving_tokenizer(self.tokenizer, self.max_length)
 
     @property
     def label_names(self) -> list[str]:
@@ -42,6 +43,12 @@ class Classifier:
 
     def encode(self, texts: list[str]) -> dict[str, np.ndarray]:
         """Tokenize with dynamic padding (to the longest text in the batch), as serving does."""
+        if self._backend is not None:
+            encodings = self._backend.encode_batch(list(texts))
+            return {
+                name: np.asarray([getattr(e, attr) for e in encodings], dtype=np.int64)
+                for name, attr in self._fields.items()
+            }
         enc = self.tokenizer(
             list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="np"
         )
@@ -60,6 +67,45 @@ class Classifier:
         out = [self.logits(self.encode(texts[i : i + batch_size])) for i in range(0, len(texts), batch_size)]
         logits = np.concatenate(out) if out else np.zeros((0, len(self.label_names)), dtype=np.float32)
         return logits.argmax(axis=-1), logits
+
+
+# transformers' input names -> the attribute of a ``tokenizers.Encoding`` that holds them.
+_ENCODING_FIELDS = {"input_ids": "ids", "attention_mask": "attention_mask", "token_type_ids": "type_ids"}
+
+
+def _serving_tokenizer(tokenizer, max_length: int):
+    """The Rust tokenizer behind a fast HF tokenizer, set to truncate and pad as ``tokenizer(...)`` would.
+
+    Why not call the HF tokenizer: at batch 1 its Python wrapper (argument
+    checks, BatchEncoding, tensor conversion) takes ~0.1 ms a request where the
+    Rust tokenizer alone takes ~0.03-0.05 ms (measured here), and the difference
+    is ~5% of an INT8 3-layer model's whole latency. The ids, masks and padding
+    are the same (identical on all 5,500 CLINC150 test texts at batch 1, 7 and
+    64; a test checks a slice); every candidate, teacher included, is served
+    through this path. Returns ``(None, {})`` for tokenizers without a Rust
+    backend, without a pad token, or with inputs it does not produce: those
+    keep the wrapper.
+    """
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    names = list(getattr(tokenizer, "model_input_names", []))
+    if (
+        backend is None
+        or getattr(tokenizer, "pad_token_id", None) is None
+        or not names
+        or any(n not in _ENCODING_FIELDS for n in names)
+    ):
+        return None, {}
+    from tokenizers import Tokenizer
+
+    fast = Tokenizer.from_str(backend.to_str())
+    fast.enable_truncation(max_length, direction=getattr(tokenizer, "truncation_side", "right"))
+    fast.enable_padding(
+        direction=getattr(tokenizer, "padding_side", "right"),
+        pad_id=tokenizer.pad_token_id,
+        pad_type_id=getattr(tokenizer, "pad_token_type_id", 0),
+        pad_token=tokenizer.pad_token,
+    )
+    return fast, {n: _ENCODING_FIELDS[n] for n in names}
 
 
 class TorchClassifier(Classifier):

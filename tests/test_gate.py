@@ -525,3 +525,23 @@ def test_gate_component_needs_model_name_for_champion_challenger(tmp_path, capsy
         )
     assert exc.value.code == 1
     assert "gate.model_name: needed to compare with the production model" in capsys.readouterr().err
+
+
+def test_production_model_re_measured_in_this_run_is_the_champion():
+    """An unchanged production model timed slower today is compared with today's figures, not its old ones."""
+    goals = [g("accuracy", HIGH, "max_degradation", 0.02, "teacher")]
+    stored = record("prod", acc=0.90, p95=4.0)  # measured on a faster day
+    today = record("ort", acc=0.90, p95=5.0, content_hash="prod-hash")  # the same artifact, timed now
+    challenger = record("student", acc=0.90, p95=5.3)  # 6% slower than today's champion, 33% than the stored one
+    records = [record("teacher", acc=0.91), today, challenger]
+    d = decide(records, gate_config({"slos": goals}), production(stored))
+    assert d["production"]["measured"].startswith("in this run")
+    lat = check(d, "student", "p95_within_10pct_of_production")
+    assert lat["passed"] and lat["baseline_value"] == 5.0
+    assert check(d, "ort", "p95_within_10pct_of_production")["passed"]
+    assert next(e for e in d["candidates"] if e["name"] == "ort")["in_production"]
+    # Without the champion among the candidates, the stored record is the baseline: 5.3 > 4.0 * 1.1 fails.
+    d = decide([record("teacher", acc=0.91), challenger], gate_config({"slos": goals}), production(stored))
+    assert d["production"]["measured"].startswith("stored record")
+    lat = check(d, "student", "p95_within_10pct_of_production")
+    assert not lat["passed"] and lat["baseline_value"] == 4.0 and d["chosen"] is None

@@ -240,3 +240,25 @@ def test_export_refuses_onnx_input(tmp_path, exported, test_texts):
 
     with pytest.raises(ShrinkError, match="format 'onnx'; expected a PyTorch classifier artifact"):
         export_onnx(exported, tmp_path / "x", QuantizeConfig(), test_texts[:4])
+
+
+def test_serving_tokenizer_gives_the_hf_tokenizers_ids(exported, test_texts):
+    """The Rust tokenizer path of open_classifier: same ids, masks and padding as the HF wrapper."""
+    import numpy as np
+
+    from shrink.runtime import open_classifier
+
+    clf = open_classifier(exported)
+    assert clf._backend is not None  # the fast path is what is tested, not the fallback
+    long = "a much longer request than any max_length allows " * 20
+    texts = test_texts + [long, "", "héllo wörld", "PIN change please!!"]
+    for size in (1, 5, len(texts)):
+        for i in range(0, len(texts), size):
+            batch = texts[i : i + size]
+            ours = clf.encode(batch)
+            ref = clf.tokenizer(batch, padding=True, truncation=True, max_length=clf.max_length, return_tensors="np")
+            assert set(ours) == set(ref.keys())
+            for name, value in ours.items():
+                assert value.dtype == np.int64
+                np.testing.assert_array_equal(value, ref[name])
+    assert clf.encode([long])["input_ids"].shape[1] == clf.max_length

@@ -70,3 +70,35 @@ def test_compiled_ir_loads_back_and_places_every_task(tmp_path):
     for name in bench:
         res = executors[name]["container"]["resources"]
         assert res["resourceCpuRequest"] == res["resourceCpuLimit"], "benchmarks need guaranteed QoS"
+
+
+def test_structured_pruning_takes_the_onnx_int8_path_to_the_gate(tmp_path):
+    """With pruning on, the structured model is also exported, fused and quantized, and both reach the gate."""
+    import dataclasses
+
+    from pipelines.compression import compile_pipeline
+
+    cfg = load_pipeline_config(DEMO)
+    cfg = dataclasses.replace(
+        cfg, prune=dataclasses.replace(cfg.prune, enabled=True, methods=["movement", "structured"])
+    )
+    out = tmp_path / "pipeline.yaml"
+    compile_pipeline(cfg, str(out))
+    spec = next(yaml.safe_load_all(out.read_text()))
+    tasks = spec["root"]["dag"]["tasks"]
+
+    def producer(task: dict, name: str) -> str:
+        return task["inputs"]["artifacts"][name]["taskOutputArtifact"]["producerTask"]
+
+    onnx = [n for n, t in tasks.items() if t["componentRef"]["name"].startswith("comp-export-onnx")
+            and producer(t, "model") == "prune-structured"]
+    assert len(onnx) == 1
+    gate_inputs = tasks["gate"]["inputs"]["artifacts"]
+    assert {"pruned_movement", "pruned_structured", "pruned_structured_int8"} <= set(gate_inputs)
+    # The INT8 structured candidate is benchmarked from the chain that starts at the pruned model.
+    bench = producer(tasks["gate"], "pruned_structured_int8")
+    quant = producer(tasks[bench], "model")
+    assert tasks[quant]["componentRef"]["name"].startswith("comp-quantize-ort-dynamic")
+    optimize = producer(tasks[quant], "model")
+    assert tasks[optimize]["componentRef"]["name"].startswith("comp-optimize-onnx")
+    assert producer(tasks[optimize], "model") == onnx[0]

@@ -361,7 +361,8 @@ def test_structured_recovery_trains_the_smaller_model(inputs):
 
     model = fresh(inputs)
     stats = structured_prune_model(model, inputs[3], small_cfg(importance_examples=64), torch.device("cpu"))
-    assert stats["structure"]["heads"] == [2, 2, 2, 2] and stats["structure"]["intermediate"] == [64] * 4
+    # The defaults remove a quarter of the 4 heads and half of the 128 FFN neurons of every layer.
+    assert stats["structure"]["heads"] == [3, 3, 3, 3] and stats["structure"]["intermediate"] == [64] * 4
     assert stats["parameters_after"] < stats["parameters_before"] and stats["steps"] == 28
 
 
@@ -452,3 +453,31 @@ def test_structured_model_exports_to_onnx_with_parity(inputs, tmp_path):
     torch_logits = open_classifier(tmp_path / "s").predict_all(texts)[1]
     onnx_logits = open_classifier(tmp_path / "onnx").predict_all(texts)[1]
     assert abs(torch_logits - onnx_logits).max() < 1e-4
+
+
+@pytest.mark.parametrize(
+    "heads", [[[1, 3]] * 4, [[0], [1, 2], [0, 1, 3], [2]]], ids=["same-heads-per-layer", "heads-vary-by-layer"]
+)
+def test_structured_model_fuses_attention_in_onnx_runtime(inputs, tmp_path, heads):
+    """The narrower attention of a pruned model is still fused (where its speed comes from), with parity."""
+    from shrink.config import QuantizeConfig
+    from shrink.onnx_export import export_onnx, optimize_onnx
+    from shrink.prune import remove_heads_and_neurons, save_pruned
+
+    model = fresh(inputs)
+    remove_heads_and_neurons(model, heads, [list(range(0, 128, 2))] * 4)
+    save_pruned(
+        model, inputs[1], tmp_path / "s", small_cfg(), label_names=inputs[3].label_names,
+        technique="prune-structured", settings={"max_length": 32}, parent=inputs[2], metrics={},
+    )
+    texts = ["what is my credit score", "how do i say thanks in german", "set the language to french"]
+    export_onnx(tmp_path / "s", tmp_path / "onnx", QuantizeConfig(), texts)
+    meta = optimize_onnx(tmp_path / "onnx", tmp_path / "opt", QuantizeConfig())
+    assert meta.metrics["parity_agreement"] == 1.0
+    assert meta.metrics["parity_max_abs_diff"] < 1e-4
+    if len({len(h) for h in heads}) == 1:
+        assert meta.extra["fused_operators"].get("Attention") == 4, meta.extra["fused_operators"]
+    else:
+        # One head count per graph is what ORT's fusion takes: a per-layer structure runs unfused, and says so.
+        assert "Attention" not in meta.extra["fused_operators"]
+        assert any("no Attention fusion" in w for w in meta.extra["warnings"])

@@ -20,6 +20,7 @@ def gate(
     pruned_movement: Input[Artifact] = None,
     pruned_magnitude: Input[Artifact] = None,
     pruned_structured: Input[Artifact] = None,
+    pruned_structured_int8: Input[Artifact] = None,
     gate: dict = {},  # noqa: B006 - KFP publishes the default in the component spec
     model_name: str = "",
 ) -> str:
@@ -38,6 +39,7 @@ def gate(
         pruned_movement: Benchmark result of the movement-pruned model.
         pruned_magnitude: Benchmark result of the magnitude-pruned model.
         pruned_structured: Benchmark result of the structurally pruned model.
+        pruned_structured_int8: Benchmark result of the structurally pruned model, ONNX, optimized, INT8.
         gate: The ``gate`` section of the pipeline config (SLOs, policy, collapse limit, registry).
         model_name: Registry name, to compare with the current production model (overrides
             ``gate.model_name``).
@@ -66,6 +68,7 @@ def gate(
             "onnx_optimized": onnx_optimized, "ort_int8_dynamic": ort_int8_dynamic,
             "ort_int8_static": ort_int8_static, "pruned": pruned, "pruned_movement": pruned_movement,
             "pruned_magnitude": pruned_magnitude, "pruned_structured": pruned_structured,
+            "pruned_structured_int8": pruned_structured_int8,
         }
         records = []
         for name, artifact in inputs.items():

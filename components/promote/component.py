@@ -21,6 +21,7 @@ def promote(
     pruned_movement: Input[Model] = None,
     pruned_magnitude: Input[Model] = None,
     pruned_structured: Input[Model] = None,
+    pruned_structured_int8: Input[Model] = None,
 ) -> str:
     """Upload the chosen candidate as a new registry version, verify it, then point ``production`` at it.
 
@@ -41,6 +42,7 @@ def promote(
         pruned_movement: Movement-pruned model.
         pruned_magnitude: Magnitude-pruned model.
         pruned_structured: Structurally pruned model.
+        pruned_structured_int8: Structurally pruned model as ONNX, graph-optimized, dynamic INT8.
         promoted: The new alias pointer (JSON), or ``{"promoted": false, ...}`` when nothing was chosen.
 
     Returns:
@@ -63,6 +65,7 @@ def promote(
             "onnx_optimized": onnx_optimized, "ort_int8_dynamic": ort_int8_dynamic,
             "ort_int8_static": ort_int8_static, "pruned": pruned, "pruned_movement": pruned_movement,
             "pruned_magnitude": pruned_magnitude, "pruned_structured": pruned_structured,
+            "pruned_structured_int8": pruned_structured_int8,
         }
         chosen = result.get("chosen")
         out = Path(promoted.path)
