@@ -293,8 +293,19 @@ def rank(passing: list[dict], policy: str, tie_tolerance_percent: float = 0.0) -
     return order, note
 
 
-def _production_view(production: dict | None, cfg: GateConfig) -> tuple[dict | None, dict | None, str | None]:
-    """(summary for the decision, benchmark record to compare with, why it cannot be compared)."""
+def _production_view(
+    production: dict | None, cfg: GateConfig, records: list[dict]
+) -> tuple[dict | None, dict | None, str | None]:
+    """(summary for the decision, benchmark record to compare with, why it cannot be compared).
+
+    Relative goals are meant against a baseline measured in the same run on the
+    same hardware. When this run benchmarked the very artifact in production
+    (same content hash, e.g. a scheduled rerun whose steps came from cache), that
+    fresh record is the champion: on a shared machine a model can time 15-20%
+    slower from one hour to the next, and an unchanged model must not fail "no
+    slower than production" against its own old figures. Otherwise the record
+    stored at promotion is, and the goal's tolerance has to absorb the drift.
+    """
     if production is None:
         return None, None, None
     view = {k: production.get(k) for k in ("version", "uri", "content_hash", "candidate", "promoted_at")}
@@ -308,30 +319,14 @@ def _production_view(production: dict | None, cfg: GateConfig) -> tuple[dict | N
         # A production model whose record cannot be read can't be shown to be beaten: fail closed.
         return view, None, (f"production benchmark unusable ({'; '.join(problems)}); "
                             "set gate.compare_to_production: false to replace it anyway")
+    digest = production.get("content_hash")
+    fresh = [r for r in records if digest and not record_problems(r)
+             and _get(r, ("artifact", "content_hash")) == digest]
+    if fresh:
+        view["measured"] = f"in this run, as candidate {fresh[0]['candidate']!r}"
+        return view, fresh[0], None
+    view["measured"] = "stored record (the production model is not among this run's candidates)"
     return view, record, None
-
-
-def _champion_this_run(production: dict, stored: dict, records: list[dict], view: dict) -> dict:
-    """The production model's record from this run when it is among the candidates, else its stored one.
-
-    Relative goals are meant against a baseline measured in the same run on the
-    same hardware. The stored record was measured on another day: on a shared
-    machine a model can time 15-20% slower from one hour to the next, so an
-    unchanged model (a scheduled rerun whose steps came from cache) would fail
-    "no slower than production" against its own old figures. When this run
-    benchmarked the very artifact in production (same content hash), that fresh
-    record is the champion; otherwise the stored one is, and its tolerance has
-    to absorb the drift.
-    """
-    fresh = [
-        r for r in records
-        if not record_problems(r) and _get(r, ("artifact", "content_hash")) == production.get("content_hash")
-    ]
-    if not fresh or not production.get("content_hash"):
-        view["measured"] = "stored record (the production model is not among this run's candidates)"
-        return stored
-    view["measured"] = f"in this run, as candidate {fresh[0]['candidate']!r}"
-    return fresh[0]
 
 
 def decide(records: list[dict], cfg: GateConfig, production: dict | None = None) -> dict:
@@ -360,9 +355,7 @@ def decide(records: list[dict], cfg: GateConfig, production: dict | None = None)
     baseline = by_name.get(BASELINE)
     baseline_problems = record_problems(baseline) if baseline is not None else ["no teacher benchmark record"]
     usable_baseline = baseline if not baseline_problems else None
-    prod_view, prod_record, prod_error = _production_view(production, cfg)
-    if prod_view is not None and prod_record is not None:
-        prod_record = _champion_this_run(production, prod_record, records, prod_view)
+    prod_view, prod_record, prod_error = _production_view(production, cfg, records)
     goals = cfg.goals()
     teacher_majority = (usable_baseline or {}).get("accuracy", {}).get("majority_fraction", 0.0)
     if teacher_majority > cfg.max_majority_fraction:

@@ -342,9 +342,12 @@ def attention_shape(config: dict[str, Any], where: Path) -> tuple[int, int]:
 
     A structurally pruned model keeps its hidden size but has fewer heads, so its
     attention is narrower than the hidden state (``shrink_structure`` in the
-    config). With the same head count in every layer those are exact; with
-    different counts per layer, 0 / 0 lets the fusion read each layer's shape
-    from its own Reshape nodes.
+    config). With the same head count in every layer those are exact (what
+    :func:`shrink.prune.choose_structure` produces). With different counts per
+    layer there is no single right pair: 0 / 0 asks ORT to detect them, which it
+    cannot on these exports (the head count in their Reshape is -1), so the
+    attention stays unfused and the artifact records the warning, rather than
+    being fused with a head count that is wrong for some layers.
     """
     from shrink.sparse import STRUCTURE_KEY
 

@@ -47,6 +47,7 @@ from shrink.train import (
     encode,
     kd_loss,
     length_grouped_batches,
+    linear_warmup_decay,
     predict_logits,
     seed_everything,
     select_device,
@@ -416,11 +417,7 @@ def train_with_teacher(
     model.train()
     extra_groups = pruner.parameter_groups() if pruner is not None else []
     optimizer = adamw(model, cfg.train, extra_groups)
-    warmup = int(cfg.train.warmup_ratio * total)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda s: (s + 1) / warmup if s < warmup else max(0.0, (total - s) / max(1, total - warmup)),
-    )
+    scheduler = linear_warmup_decay(optimizer, int(cfg.train.warmup_ratio * total), total)
     teacher = torch.as_tensor(np.asarray(data.teacher_logits, dtype=np.float32))
     labels_all = torch.from_numpy(data.train.labels)
     rng = np.random.default_rng(cfg.train.seed)

@@ -331,7 +331,9 @@ class NonFiniteLoss(ShrinkError):
         return self.result.best_epoch > 0
 
 
-def _linear_warmup_decay(optimizer, warmup: int, total: int):
+def linear_warmup_decay(optimizer, warmup: int, total: int):
+    """Learning rate rising linearly over ``warmup`` steps, then falling linearly to 0 at ``total`` (BERT's)."""
+
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
@@ -415,7 +417,7 @@ def fit(
     steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
     total = min(cfg.epochs * steps_per_epoch, cfg.max_steps or math.inf)
     optimizer = adamw(model, cfg)
-    scheduler = _linear_warmup_decay(optimizer, int(cfg.warmup_ratio * total), int(total))
+    scheduler = linear_warmup_decay(optimizer, int(cfg.warmup_ratio * total), int(total))
     result = FitResult(device=str(device))
     best_state: dict[str, torch.Tensor] | None = None
     stale = 0

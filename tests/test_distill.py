@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -217,6 +218,11 @@ def test_patient_distillation_end_to_end(tmp_path, clinc_slice, teacher_dir):
     meta = distill(cfg, clinc_slice, teacher_dir, logits, tmp_path / "s", 0.5, 2.0, 3e-3)
     assert meta.settings["patient_weight"] == 10.0
     assert meta.metrics["val_accuracy"] > 3 * CHANCE
+    # The term takes part in training: the same run without it ends with other weights.
+    plain = distill(dataclasses.replace(cfg, patient_weight=0.0), clinc_slice, teacher_dir, logits, tmp_path / "p",
+                    0.5, 2.0, 3e-3)
+    assert plain.settings["patient_weight"] == 0.0
+    assert plain.files["model.safetensors"] != meta.files["model.safetensors"]
     # States stored for other layers than the student keeps are refused before training.
     other = DistillConfig(student_layers=[0, 2], train=TrainConfig(epochs=1, **FAST), patient_weight=10.0)
     with pytest.raises(ShrinkError, match=r"stored for layers \[1, 3\], but the student keeps \[0, 2\]"):

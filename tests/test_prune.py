@@ -428,30 +428,31 @@ def test_non_bert_model_is_refused_for_structured_pruning():
         bert_layers(model)
 
 
-def test_structured_model_exports_to_onnx_with_parity(inputs, tmp_path):
+STRUCTURED_TEXTS = ["what is my credit score", "how do i say thanks in german", "set the language to french"]
+
+
+def _structured_onnx(inputs, tmp_path, heads):
+    """A sliced copy of the tiny model (``heads`` kept per layer, every other FFN neuron), saved and exported."""
     from shrink.config import QuantizeConfig
     from shrink.onnx_export import export_onnx
     from shrink.prune import remove_heads_and_neurons, save_pruned
-    from shrink.runtime import open_classifier
 
     model = fresh(inputs)
-    remove_heads_and_neurons(model, [[1, 3]] * 4, [list(range(0, 128, 2))] * 4)
+    remove_heads_and_neurons(model, heads, [list(range(0, 128, 2))] * 4)
     save_pruned(
-        model,
-        inputs[1],
-        tmp_path / "s",
-        small_cfg(),
-        label_names=inputs[3].label_names,
-        technique="prune-structured",
-        settings={"max_length": 32},
-        parent=inputs[2],
-        metrics={},
+        model, inputs[1], tmp_path / "s", small_cfg(), label_names=inputs[3].label_names,
+        technique="prune-structured", settings={"max_length": 32}, parent=inputs[2], metrics={},
     )
-    texts = ["what is my credit score", "how do i say thanks in german", "set the language to french"]
-    meta = export_onnx(tmp_path / "s", tmp_path / "onnx", QuantizeConfig(), texts)
+    return export_onnx(tmp_path / "s", tmp_path / "onnx", QuantizeConfig(), STRUCTURED_TEXTS)
+
+
+def test_structured_model_exports_to_onnx_with_parity(inputs, tmp_path):
+    from shrink.runtime import open_classifier
+
+    meta = _structured_onnx(inputs, tmp_path, [[1, 3]] * 4)
     assert meta.metrics["parity_agreement"] == 1.0
-    torch_logits = open_classifier(tmp_path / "s").predict_all(texts)[1]
-    onnx_logits = open_classifier(tmp_path / "onnx").predict_all(texts)[1]
+    torch_logits = open_classifier(tmp_path / "s").predict_all(STRUCTURED_TEXTS)[1]
+    onnx_logits = open_classifier(tmp_path / "onnx").predict_all(STRUCTURED_TEXTS)[1]
     assert abs(torch_logits - onnx_logits).max() < 1e-4
 
 
@@ -461,17 +462,9 @@ def test_structured_model_exports_to_onnx_with_parity(inputs, tmp_path):
 def test_structured_model_fuses_attention_in_onnx_runtime(inputs, tmp_path, heads):
     """The narrower attention of a pruned model is still fused (where its speed comes from), with parity."""
     from shrink.config import QuantizeConfig
-    from shrink.onnx_export import export_onnx, optimize_onnx
-    from shrink.prune import remove_heads_and_neurons, save_pruned
+    from shrink.onnx_export import optimize_onnx
 
-    model = fresh(inputs)
-    remove_heads_and_neurons(model, heads, [list(range(0, 128, 2))] * 4)
-    save_pruned(
-        model, inputs[1], tmp_path / "s", small_cfg(), label_names=inputs[3].label_names,
-        technique="prune-structured", settings={"max_length": 32}, parent=inputs[2], metrics={},
-    )
-    texts = ["what is my credit score", "how do i say thanks in german", "set the language to french"]
-    export_onnx(tmp_path / "s", tmp_path / "onnx", QuantizeConfig(), texts)
+    _structured_onnx(inputs, tmp_path, heads)
     meta = optimize_onnx(tmp_path / "onnx", tmp_path / "opt", QuantizeConfig())
     assert meta.metrics["parity_agreement"] == 1.0
     assert meta.metrics["parity_max_abs_diff"] < 1e-4
