@@ -6,7 +6,8 @@
                    export_onnx -> quantize_ort_static   (static QDQ cannot see inside the fused ops)
         student -> prune (movement) / prune_structured            (when prune.enabled)
                    prune_structured -> export_onnx -> optimize_onnx -> quantize_ort_dynamic
-    every candidate, teacher included -> benchmark (one at a time) -> gate -> promote
+    every candidate, teacher included -> benchmark (one at a time) -> benchmark_production -> gate -> promote
+    (benchmark_production re-measures the model now in production, the champion, for champion/challenger)
 
 The same function builds the pipeline for kfp.local and for a cluster; the config
 fills the parameters' defaults (so a run started from the KFP UI form uses the
@@ -20,6 +21,7 @@ from kfp import dsl
 from kfp.dsl import HTML, Artifact
 
 from components.benchmark.component import benchmark as benchmark_op
+from components.benchmark_production.component import benchmark_production as benchmark_production_op
 from components.distill.component import distill as distill_op
 from components.export_onnx.component import export_onnx as export_onnx_op
 from components.gate.component import gate as gate_op
@@ -38,6 +40,7 @@ from pipelines.cluster import use_object_store
 from pipelines.images import image_for
 from pipelines.placement import place
 from shrink.config import PipelineConfig, to_dict
+from shrink.slo import gate_config
 
 # Steps whose output depends only on their inputs and seeds: safe to cache.
 CACHED = {
@@ -55,9 +58,9 @@ CACHED = {
     "prune_structured",
 }
 # Steps that read from or write to the network (hub, object store): retried with backoff.
-NETWORK = {"prepare_data", "train_teacher", "promote"}
+NETWORK = {"prepare_data", "train_teacher", "benchmark_production", "promote"}
 # Steps that read or write object storage themselves (beyond KFP's own artifact passing).
-OBJECT_STORE = {"prepare_data", "train_teacher", "gate", "promote"}
+OBJECT_STORE = {"prepare_data", "train_teacher", "benchmark_production", "gate", "promote"}
 GPU = {"train_teacher", "teacher_logits", "distill", "prune", "prune_structured"}
 
 
@@ -93,7 +96,7 @@ def build_pipeline(cfg: PipelineConfig):
             cfg.placement.gpu
             if name in GPU
             else cfg.placement.benchmark
-            if name == "benchmark"
+            if name in ("benchmark", "benchmark_production")
             else cfg.placement.cpu
         )
         return place(task, pool)
@@ -241,6 +244,15 @@ def build_pipeline(cfg: PipelineConfig):
             results[name], previous = bench.outputs["result"], bench
 
         gate_inputs = {k: v for k, v in results.items() if k in GATE_INPUTS}
+        if gate_config(cfg.gate, "gate").compare_to_production:
+            # The champion, timed on the same nodes in the same hour as the challengers (after them, never beside).
+            champion = step(
+                benchmark_production_op(dataset=dataset, benchmark=benchmark, gate=gate, model_name=model_name),
+                "benchmark_production",
+                "Benchmark production (champion)",
+            )
+            champion.after(previous)
+            gate_inputs["production"] = champion.outputs["result"]
         decision = step(gate_op(gate=gate, model_name=model_name, **gate_inputs), "gate", "SLO gate")
         promote_inputs = {k: v for k, v in models.items() if k in GATE_INPUTS}
         step(

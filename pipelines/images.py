@@ -34,6 +34,7 @@ IMAGES: dict[str, str] = {
     "quantize_ort_dynamic": "shrink-quantize-ort-dynamic",
     "quantize_ort_static": "shrink-quantize-ort-static",
     "benchmark": "shrink-benchmark",
+    "benchmark_production": "shrink-benchmark-production",
     "gate": "shrink-gate",
     "promote": "shrink-promote",
 }

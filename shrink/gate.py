@@ -294,17 +294,20 @@ def rank(passing: list[dict], policy: str, tie_tolerance_percent: float = 0.0) -
 
 
 def _production_view(
-    production: dict | None, cfg: GateConfig, records: list[dict]
+    production: dict | None, cfg: GateConfig, records: list[dict], champion: dict | None = None
 ) -> tuple[dict | None, dict | None, str | None]:
     """(summary for the decision, benchmark record to compare with, why it cannot be compared).
 
     Relative goals are meant against a baseline measured in the same run on the
-    same hardware. When this run benchmarked the very artifact in production
-    (same content hash, e.g. a scheduled rerun whose steps came from cache), that
-    fresh record is the champion: on a shared machine a model can time 15-20%
-    slower from one hour to the next, and an unchanged model must not fail "no
-    slower than production" against its own old figures. Otherwise the record
-    stored at promotion is, and the goal's tolerance has to absorb the drift.
+    same hardware: on a shared machine a model can time 15-40% slower from one
+    hour to the next. So the champion's record is, in order of preference: this
+    run's record of a candidate that is the very artifact in production (same
+    content hash, e.g. a rerun whose steps came from cache: the unchanged model is
+    then judged by its own record, not by a second noisy timing of itself); its
+    re-measurement by this run's ``benchmark_production`` step
+    (:mod:`shrink.champion`); and only then the record stored at promotion, whose
+    drift the goal's tolerance has to absorb. Each is matched to the alias by
+    content hash, so a record of another model (the alias moved meanwhile) is never used.
     """
     if production is None:
         return None, None, None
@@ -312,6 +315,22 @@ def _production_view(
     view["compared"] = cfg.compare_to_production
     if not cfg.compare_to_production:
         return view, None, None
+    digest = production.get("content_hash")
+
+    def same_model(r: dict | None) -> bool:
+        return bool(digest) and isinstance(r, dict) and not record_problems(r) and _get(
+            r, ("artifact", "content_hash")) == digest
+
+    fresh = [r for r in records if same_model(r)]
+    if fresh:  # the very record the unchanged model is judged by: it cannot fail against itself by noise
+        view["measured"] = f"in this run, as candidate {fresh[0]['candidate']!r}"
+        return view, fresh[0], None
+    if same_model(champion):
+        view["measured"] = "in this run, by the benchmark_production step"
+        return view, champion, None
+    if isinstance(champion, dict) and not champion.get("absent"):
+        problems = record_problems(champion) or ["it is of another model than the alias names"]
+        view["not_measured"] = f"this run's production benchmark unusable: {'; '.join(problems)}"
     record = production.get("benchmark")
     problems = record_problems(record) if record is not None else ["no benchmark.json stored with it"]
     if problems:
@@ -319,17 +338,13 @@ def _production_view(
         # A production model whose record cannot be read can't be shown to be beaten: fail closed.
         return view, None, (f"production benchmark unusable ({'; '.join(problems)}); "
                             "set gate.compare_to_production: false to replace it anyway")
-    digest = production.get("content_hash")
-    fresh = [r for r in records if digest and not record_problems(r)
-             and _get(r, ("artifact", "content_hash")) == digest]
-    if fresh:
-        view["measured"] = f"in this run, as candidate {fresh[0]['candidate']!r}"
-        return view, fresh[0], None
-    view["measured"] = "stored record (the production model is not among this run's candidates)"
+    view["measured"] = "stored record (the production model was not measured in this run)"
     return view, record, None
 
 
-def decide(records: list[dict], cfg: GateConfig, production: dict | None = None) -> dict:
+def decide(
+    records: list[dict], cfg: GateConfig, production: dict | None = None, champion: dict | None = None
+) -> dict:
     """Judge every benchmark record against the SLOs and choose at most one candidate to promote.
 
     Args:
@@ -338,6 +353,9 @@ def decide(records: list[dict], cfg: GateConfig, production: dict | None = None)
         cfg: Goals, policy, collapse limit and champion/challenger switch.
         production: The alias pointer of the current production model with its stored benchmark
             record under ``benchmark`` (:func:`shrink.promote.current_production`), or None.
+        champion: The production model's benchmark record from this run
+            (:func:`shrink.champion.measure_production`), or None; not a candidate, only the baseline
+            of the production goals.
 
     Returns:
         The decision record: per candidate every goal with measured value, limit and verdict; the
@@ -355,7 +373,9 @@ def decide(records: list[dict], cfg: GateConfig, production: dict | None = None)
     baseline = by_name.get(BASELINE)
     baseline_problems = record_problems(baseline) if baseline is not None else ["no teacher benchmark record"]
     usable_baseline = baseline if not baseline_problems else None
-    prod_view, prod_record, prod_error = _production_view(production, cfg, records)
+    prod_view, prod_record, prod_error = _production_view(production, cfg, records, champion)
+    if prod_record is not None:
+        prod_view["summary"] = summarize(prod_record, usable_baseline)
     goals = cfg.goals()
     teacher_majority = (usable_baseline or {}).get("accuracy", {}).get("majority_fraction", 0.0)
     if teacher_majority > cfg.max_majority_fraction:

@@ -176,8 +176,14 @@ def render_html(decision: dict, records: list[dict] | None = None) -> str:
     chosen = decision.get("chosen")
     verdict = (f"Promoted <b>{esc(chosen)}</b>" if chosen else "<b>Nothing promoted</b>")
     production = decision.get("production") or {}
+    prod_summary = production.get("summary") or {}
+    prod_figures = (f"; p50 {_cell('p50_ms', prod_summary.get('p50_ms'))} ms, p95 "
+                    f"{_cell('p95_ms', prod_summary.get('p95_ms'))} ms, accuracy "
+                    f"{_cell('accuracy', prod_summary.get('accuracy'))}%" if prod_summary else "")
     prod_line = (f"Production before this run: <code>{esc(str(production.get('version')))}</code> "
-                 f"({'compared' if production.get('compared') else 'not compared'})"
+                 f"({'compared' if production.get('compared') else 'not compared'}"
+                 f"{', measured ' + esc(production['measured']) if production.get('measured') else ''}"
+                 f"{esc(prod_figures)})"
                  if production else "Production before this run: none")
     hw = (decision.get("baseline") or {}).get("hardware") or {}
     warnings = "".join(f"<li>{esc(w)}</li>" for w in decision.get("warnings", []))

@@ -100,3 +100,16 @@ def seaweed(tmp_path_factory):
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+@pytest.fixture(scope="session")
+def tiny_artifact(tmp_path_factory, tiny_model_dir, clinc_slice):
+    """The tiny model as a sealed shrink PyTorch artifact over the slice's labels (a stand-in student)."""
+    from shrink.data import load_prepared
+    from shrink.models import load_classifier, load_tokenizer, save_classifier
+
+    out = tmp_path_factory.mktemp("component") / "student"
+    labels = load_prepared(clinc_slice)[1].label_names
+    save_classifier(load_classifier(tiny_model_dir), load_tokenizer(tiny_model_dir), out,
+                    label_names=labels, technique="distill")
+    return out

@@ -9,18 +9,6 @@ SMALL = {"warmup": 5, "latency_samples": 50, "batch_sizes": [8], "throughput_que
          "bootstrap_resamples": 100, "instance_price_per_hour": 0.36}
 
 
-@pytest.fixture(scope="module")
-def tiny_artifact(tmp_path_factory, tiny_model_dir, clinc_slice):
-    from shrink.data import load_prepared
-    from shrink.models import load_classifier, load_tokenizer, save_classifier
-
-    out = tmp_path_factory.mktemp("component") / "student"
-    labels = load_prepared(clinc_slice)[1].label_names
-    save_classifier(load_classifier(tiny_model_dir), load_tokenizer(tiny_model_dir), out,
-                    label_names=labels, technique="distill")
-    return out
-
-
 def _outputs(tmp_path):
     return (Artifact(uri=str(tmp_path / "result.json")), Metrics(uri=str(tmp_path / "metrics")),
             ClassificationMetrics(uri=str(tmp_path / "confusion")))

@@ -545,3 +545,43 @@ def test_production_model_re_measured_in_this_run_is_the_champion():
     assert d["production"]["measured"].startswith("stored record")
     lat = check(d, "student", "p95_within_10pct_of_production")
     assert not lat["passed"] and lat["baseline_value"] == 4.0 and d["chosen"] is None
+
+
+def test_champion_measured_by_this_run_is_preferred_and_matched_by_hash():
+    """The benchmark_production step's record beats both a same-hash candidate and the stored record."""
+    goals = [g("accuracy", HIGH, "max_degradation", 0.02, "teacher")]
+    stored = record("prod", acc=0.90, p95=4.0)  # an old, faster day
+    champion = record("production", acc=0.90, p95=5.6, content_hash="prod-hash")  # re-measured today
+    challenger = record("student", acc=0.90, p95=6.0)  # 7% slower than today's champion, 50% than the stored
+    records = [record("teacher", acc=0.91), challenger]
+    d = decide(records, gate_config({"slos": goals}), production(stored), champion)
+    assert d["production"]["measured"] == "in this run, by the benchmark_production step"
+    assert d["production"]["summary"]["p95_ms"] == 5.6
+    lat = check(d, "student", "p95_within_10pct_of_production")
+    assert lat["passed"] and lat["baseline_value"] == 5.6 and d["chosen"] == "student"
+    assert "production" not in {e["name"] for e in d["candidates"]}  # the baseline, never a candidate
+    # A candidate that is the production artifact is judged by its own record, and so is everyone else:
+    # a second timing of the same model would let it fail against itself by noise.
+    same = record("ort", acc=0.90, p95=5.8, content_hash="prod-hash")
+    d = decide([*records, same], gate_config({"slos": goals}), production(stored), champion)
+    assert d["production"]["measured"] == "in this run, as candidate 'ort'"
+    assert check(d, "student", "p95_within_10pct_of_production")["baseline_value"] == 5.8
+    assert check(d, "ort", "p95_within_10pct_of_production")["passed"]
+    # The alias moved between the step and the gate: the record is of another model and is not used.
+    moved = record("production", acc=0.90, p95=5.6, content_hash="older-hash")
+    d = decide(records, gate_config({"slos": goals}), production(stored), moved)
+    assert d["production"]["measured"].startswith("stored record")
+    assert "of another model" in d["production"]["not_measured"]
+    assert not check(d, "student", "p95_within_10pct_of_production")["passed"]  # 6.0 > 4.0 * 1.1
+    # Nothing to measure (first run): the absent record is ignored quietly.
+    absent = {"candidate": "production", "absent": "nothing in production yet"}
+    d = decide(records, gate_config({"slos": goals}), None, absent)
+    assert d["production"] is None and d["chosen"] == "student"
+    # A fresh champion makes a missing stored record harmless (it would otherwise fail closed).
+    d = decide(records, gate_config({"slos": goals}), production(None), champion)
+    assert d["chosen"] == "student" and "problems" not in d["production"]
+    # Re-measured on other hardware than the teacher: not compared, fail closed.
+    elsewhere = record("production", acc=0.90, p95=5.6, content_hash="prod-hash", hw="hw-other")
+    d = decide(records, gate_config({"slos": goals}), production(stored), elsewhere)
+    lat = check(d, "student", "p95_within_10pct_of_production")
+    assert not lat["passed"] and "hardware mismatch" in lat["reason"]

@@ -21,6 +21,7 @@ def gate(
     pruned_magnitude: Input[Artifact] = None,
     pruned_structured: Input[Artifact] = None,
     pruned_structured_int8: Input[Artifact] = None,
+    production: Input[Artifact] = None,
     gate: dict = {},  # noqa: B006 - KFP publishes the default in the component spec
     model_name: str = "",
 ) -> str:
@@ -40,6 +41,9 @@ def gate(
         pruned_magnitude: Benchmark result of the magnitude-pruned model.
         pruned_structured: Benchmark result of the structurally pruned model.
         pruned_structured_int8: Benchmark result of the structurally pruned model, ONNX, optimized, INT8.
+        production: The production model's benchmark result from this run (the benchmark_production
+            step): the champion's baseline for the production goals, not a candidate. Unconnected or
+            absent: the record stored at its promotion is used.
         gate: The ``gate`` section of the pipeline config (SLOs, policy, collapse limit, registry).
         model_name: Registry name, to compare with the current production model (overrides
             ``gate.model_name``).
@@ -90,15 +94,22 @@ def gate(
             record.setdefault("candidate", name)
             records.append(record)
 
-        production = None
+        pointer = None
         name = model_name or cfg.model_name
         if cfg.compare_to_production:
             if not name:
                 raise ShrinkError("gate.model_name: needed to compare with the production model "
                                   "(or set gate.compare_to_production: false)")
-            production = current_production(name, cfg.registry_uri)
-            log.info("production: %s", production["version"] if production else "none yet")
-        result = decide(records, cfg, production)
+            pointer = current_production(name, cfg.registry_uri)
+            log.info("production: %s", pointer["version"] if pointer else "none yet")
+        champion = None
+        if production is not None:
+            path = Path(production.path)
+            try:
+                champion = json.loads(path.read_text())
+            except (OSError, ValueError) as exc:
+                log.warning("production benchmark %s unreadable (%s); using the stored record", path, exc)
+        result = decide(records, cfg, pointer, champion)
         Path(decision.path).parent.mkdir(parents=True, exist_ok=True)
         Path(decision.path).write_text(json.dumps(result, indent=2))
         write_report(result, records, report.path)
