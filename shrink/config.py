@@ -291,6 +291,10 @@ class DistillConfig:
     # Patient KD (Sun et al., 2019): weight of the distance between each student layer's [CLS] state and that
     # of the teacher layer it was copied from; 0 is off. Needs a student made of teacher layers.
     patient_weight: float = 0.0
+    # Keep the word-embedding matrix as initialised (the teacher's, already fine-tuned): it is two thirds of a
+    # 3-layer MiniLM student's parameters and most of each optimiser step, and the student's accuracy does not
+    # need it trained (docs/distillation.md).
+    freeze_word_embeddings: bool = False
 
     def check(self, where: str) -> None:
         """Layer indices must be distinct and >= 0; the upper bound (teacher depth) is checked later."""

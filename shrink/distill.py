@@ -578,6 +578,8 @@ def distill(
     train_cfg = dataclasses.replace(cfg.train, learning_rate=float(learning_rate))
     student = _student(cfg, teacher, info.label_names, train_cfg.seed)
     del teacher
+    if cfg.freeze_word_embeddings:
+        student.get_input_embeddings().weight.requires_grad_(False)
     data = encode_splits(tokenizer, dd, train_cfg.max_length)
     if targets.transfer_texts:
         texts = targets.transfer_texts
@@ -590,10 +592,11 @@ def distill(
     save_yaml(dataclasses.replace(cfg, train=train_cfg), out / "distill.yaml")
     n_params = sum(p.numel() for p in student.parameters())
     log.info(
-        "distilling into %s (%d layers, %.1fM parameters): alpha %g, T %g, lr %g",
+        "distilling into %s (%d layers, %.1fM parameters, %.1fM trained): alpha %g, T %g, lr %g",
         cfg.student_checkpoint or f"teacher layers {cfg.student_layers}",
         student.config.num_hidden_layers,
         n_params / 1e6,
+        sum(p.numel() for p in student.parameters() if p.requires_grad) / 1e6,
         alpha,
         temperature,
         learning_rate,
@@ -602,6 +605,7 @@ def distill(
         **trial,
         "augment": to_dict(cfg.augment) if targets.transfer_texts else None,
         "patient_weight": cfg.patient_weight if targets.states is not None else 0.0,
+        "freeze_word_embeddings": cfg.freeze_word_embeddings,
         "student_checkpoint": cfg.student_checkpoint,
         "student_layers": None if cfg.student_checkpoint else list(cfg.student_layers),
         "train": to_dict(train_cfg),

@@ -589,3 +589,16 @@ def test_encode_truncates_to_max_length(tiny_model_dir):
     batch = enc.batch(np.array([1, 0]))
     assert batch["input_ids"].shape == (2, 16)
     assert batch["attention_mask"][0].sum() < 16 and batch["attention_mask"][1].sum() == 16
+
+
+def test_frozen_word_embeddings_stay_the_teachers(tmp_path, clinc_slice, teacher_dir, logits_dir):
+    cfg = DistillConfig(student_layers=[0, 2], train=TrainConfig(epochs=1, **FAST), freeze_word_embeddings=True)
+    meta = distill(cfg, clinc_slice, teacher_dir, logits_dir, tmp_path / "s", 0.5, 2.0, 3e-3)
+    assert meta.settings["freeze_word_embeddings"] is True
+    teacher, _, _ = load_pytorch_artifact(teacher_dir)
+    student, _, _ = load_pytorch_artifact(tmp_path / "s")
+    torch.testing.assert_close(student.get_input_embeddings().weight, teacher.get_input_embeddings().weight,
+                               rtol=0, atol=0)
+    # Everything else trained: the kept layers moved away from the teacher's.
+    moved = student.bert.encoder.layer[0].attention.self.query.weight
+    assert not torch.equal(moved, teacher.bert.encoder.layer[0].attention.self.query.weight)
