@@ -68,6 +68,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--max-length", type=int, default=64)
     p.add_argument("--layers", default="1,3,5", help="teacher layers the student keeps")
+    p.add_argument("--train-word-embeddings", action="store_true",
+                   help="train the student's word embeddings too (default: frozen at the teacher's, as the demo)")
     p.add_argument("--alpha", type=float, default=0.5)
     p.add_argument("--temperature", type=float, default=2.0)
     p.add_argument("--seed", type=int, default=42)
@@ -144,7 +146,8 @@ def main(argv: list[str] | None = None) -> dict:
         ("student alpha=1", 1.0, baseline_epochs),
     ):
         train = _train(args, args.student_learning_rate, epochs)
-        cfg = DistillConfig(student_layers=layers, train=train, augment=augment)
+        cfg = DistillConfig(student_layers=layers, train=train, augment=augment,
+                            freeze_word_embeddings=not args.train_word_embeddings)
         t0 = time.monotonic()
         out = work / ("student-kd" if alpha < 1 else "student-ce")
         smeta = distill(

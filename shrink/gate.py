@@ -185,8 +185,43 @@ def _comparable(goal: Goal, candidate: dict, base: dict, base_name: str) -> str 
     return None
 
 
-def evaluate_goal(goal: Goal, record: dict, baselines: dict[str, dict | None], default: bool = False) -> dict:
-    """Check one goal on one record; the result says measured value, limit, how it was resolved, verdict."""
+def _binomial_cdf(k: int, n: int, p: float) -> float:
+    """P(X <= k) for X ~ Binomial(n, p), summed in log space (exact; n is a class's test examples)."""
+    if p <= 0.0:
+        return 1.0
+    if p >= 1.0:
+        return 1.0 if k >= n else 0.0
+    log_p, log_q = math.log(p), math.log1p(-p)
+    terms = [math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * log_p + (n - i) * log_q
+             for i in range(0, min(k, n) + 1)]
+    top = max(terms)
+    return min(1.0, math.exp(top) * sum(math.exp(t - top) for t in terms))
+
+
+def _class_shortfall_significant(
+    accuracy: float, support: int | None, limit: float, alpha: float
+) -> tuple[bool, float | None]:
+    """(fails, p-value): is a class's accuracy below ``limit`` by more than its test examples explain?
+
+    Exact one-sided binomial test of the class's correct answers against the limit
+    as its true accuracy; ``alpha`` is already the per-class level. Without a
+    support count (an older record) or with ``alpha`` 0 the comparison is flat.
+    """
+    if not support or alpha <= 0:
+        return True, None
+    correct = int(round(accuracy * support))
+    p_value = _binomial_cdf(correct, support, limit)
+    return p_value < alpha, p_value
+
+
+def evaluate_goal(
+    goal: Goal, record: dict, baselines: dict[str, dict | None], default: bool = False, class_alpha: float = 0.0
+) -> dict:
+    """Check one goal on one record; the result says measured value, limit, how it was resolved, verdict.
+
+    ``class_alpha`` (per-class goals): the family-wise level at which a class's shortfall must be
+    significant to fail it (see ``GateConfig.class_regression_alpha``); 0 compares flatly.
+    """
     spec = goal.spec
     higher = goal.direction == HIGHER
     result: dict[str, Any] = {
@@ -226,32 +261,45 @@ def evaluate_goal(goal: Goal, record: dict, baselines: dict[str, dict | None], d
         if not ok:
             result["reason"] = f"{goal.metric} {measured:.6g} {'<' if higher else '>'} limit {limit:.6g}"
         return result
-    # Per class: every class must meet its own limit; the worst class is reported.
-    worst, failing, total = None, [], 0.0
+    # Per class: every class must meet its own limit, beyond what its number of test examples explains.
+    # The worst failing class is reported (the worst class overall when none fails), and so is every class
+    # below its limit by no more than noise.
+    support = _get(record, ("accuracy", "per_class_support"))
+    support = support if isinstance(support, dict) else {}
+    per_class_alpha = class_alpha / max(1, len(measured)) if higher else 0.0
+    gaps, failing, total, within_noise = {}, [], 0.0, {}
     for label in sorted(set(measured) | set(base_value or {})):
         if label not in measured or (base_value is not None and label not in base_value):
             failing.append(label)
             total += 1.0
             continue
         limit, _ = resolve_limit(goal, base_value[label] if base_value is not None else None)
-        gap = (measured[label] - limit) if higher else (limit - measured[label])
-        if worst is None or gap < worst[1]:
-            worst = (label, gap, limit)
+        gaps[label] = ((measured[label] - limit) if higher else (limit - measured[label]), limit)
         if not _passes(measured[label], limit, higher):
-            failing.append(label)
-            total += _violation(measured[label], limit, higher)
-    if worst is None:
+            fails, p_value = _class_shortfall_significant(measured[label], support.get(label), limit, per_class_alpha)
+            if fails:
+                failing.append(label)
+                total += _violation(measured[label], limit, higher)
+            else:
+                within_noise[label] = {"measured": measured[label], "limit": limit, "support": support.get(label),
+                                       "p_value": p_value}
+    if not gaps:
         result["reason"] = "no class could be compared"
         return result
-    label, _, limit = worst
+    pool = [c for c in failing if c in gaps] or list(gaps)
+    label = min(pool, key=lambda c: gaps[c][0])
+    limit = gaps[label][1]
     _, resolved = resolve_limit(goal, base_value[label] if base_value is not None else None)
     result.update(
         measured=measured[label], limit=limit, baseline_value=base_value[label] if base_value else None,
         resolved=f"class {label!r}: {resolved}", passed=not failing, violation=total,
-        worst_class=label, failing_classes=failing,
+        worst_class=label, failing_classes=failing, below_limit_within_noise=within_noise,
     )
+    if per_class_alpha:
+        result["significance"] = (f"a class fails only if P(this few correct | true accuracy = limit) < "
+                                  f"{class_alpha:g} / {len(measured)} classes (exact binomial)")
     if failing:
-        result["reason"] = (f"{len(failing)} class(es) below their limit, worst {label!r}: "
+        result["reason"] = (f"{len(failing)} class(es) significantly below their limit, worst {label!r}: "
                             f"{measured[label]:.4g} < {limit:.4g}")
     return result
 
@@ -421,7 +469,7 @@ def decide(
         for goal, default in goals:
             if goal.baseline == "production" and not cfg.compare_to_production:
                 continue
-            check = evaluate_goal(goal, record, baselines, default)
+            check = evaluate_goal(goal, record, baselines, default, cfg.class_regression_alpha)
             if goal.baseline == "production" and production is None:
                 check.update(passed=True, reason="not applicable: nothing in production yet")
             elif goal.baseline == "production" and prod_error:

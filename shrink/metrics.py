@@ -43,7 +43,9 @@ def accuracy_report(
     with ``oos_recall`` and ``oos_precision`` it separates "knows the intents" from
     "knows when to say no", which a single accuracy hides. All three are ``None``
     when the label set has no ``oos``. ``per_class`` is the recall of each class
-    (``None`` for a class absent from the test split). ``majority_fraction`` is the
+    (``None`` for a class absent from the test split), ``per_class_support`` its number of
+    test examples (the gate tells a class that regressed from one that drew a few hard
+    queries with it). ``majority_fraction`` is the
     share of predictions that go to the most predicted class: a compressed model
     that collapsed onto one class shows it here even when accuracy looks passable.
     """
@@ -69,6 +71,7 @@ def accuracy_report(
         "oos_precision": None,
         "macro_f1": float(f1[present].mean()),
         "per_class": {n: (float(recall[i]) if support[i] else None) for i, n in enumerate(names)},
+        "per_class_support": {n: int(support[i]) for i, n in enumerate(names)},
         "majority_fraction": float(predicted.max() / t.size),
     }
     if OOS_LABEL in names:

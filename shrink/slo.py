@@ -203,6 +203,12 @@ class GateConfig:
     values within that percentage of the best as equal on the policy's first key,
     so measurement noise does not decide; the next keys then do (accuracy, size,
     p95 latency, and finally the candidate name, so the choice is deterministic).
+    ``class_regression_alpha``: a per-class goal fails for a class only when its
+    shortfall is significant: an exact one-sided binomial test of the class's
+    correct answers against its limit, at this family-wise level over all classes
+    (Bonferroni). An intent with 30 test queries moves in steps of 3.3 points and
+    two equally good models differ on some of 150 intents by 5 queries by chance;
+    a flat limit then fails equal models. 0 compares every class flatly.
     ``allow_teacher``: the teacher may itself be promoted (it is otherwise only
     the baseline). The registry is ``s3://<registry_bucket>/<model_name>/``.
     """
@@ -211,6 +217,7 @@ class GateConfig:
     policy: Policy = "lowest_p95"
     tie_tolerance_percent: float = 0.0
     max_majority_fraction: float = 0.5
+    class_regression_alpha: float = 0.05
     compare_to_production: bool = True
     allow_teacher: bool = False
     registry_bucket: str = "shrink-models"
@@ -236,6 +243,8 @@ class GateConfig:
                  f"goal names must be unique; {dupes[0] if dupes else ''!r} repeats")
         _require(0 < self.max_majority_fraction <= 1, f"{where}.max_majority_fraction",
                  f"must be in (0, 1], got {self.max_majority_fraction}")
+        _require(0 <= self.class_regression_alpha < 1, f"{where}.class_regression_alpha",
+                 f"must be in [0, 1) (0: flat per-class limits), got {self.class_regression_alpha}")
         _require(0 <= self.tie_tolerance_percent < 100, f"{where}.tie_tolerance_percent",
                  f"must be in [0, 100), got {self.tie_tolerance_percent}")
         bucket_ok = bool(self.registry_bucket.strip()) and "/" not in self.registry_bucket

@@ -152,8 +152,9 @@ def test_accuracy_report_on_a_hand_made_case():
     # F1: a = (P 2/3, R 2/3) -> 2/3; b = (P 1, R 2/3) -> 0.8; oos = (P 0.6, R 0.75) -> 2/3.
     assert r["macro_f1"] == pytest.approx((2 / 3 + 0.8 + 2 / 3) / 3)
     assert r["majority_fraction"] == pytest.approx(5 / 10)  # oos predicted 5 times
+    assert r["per_class_support"] == {"a": 3, "b": 3, "oos": 4}
     assert set(r) == {"accuracy", "in_scope_accuracy", "oos_recall", "oos_precision", "macro_f1",
-                      "per_class", "majority_fraction"}
+                      "per_class", "per_class_support", "majority_fraction"}
 
 
 def test_accuracy_report_without_oos_and_with_an_absent_class():

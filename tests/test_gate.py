@@ -234,6 +234,44 @@ def test_class_regression_checks_every_class():
     assert d["chosen"] == "fine"  # higher overall accuracy does not hide one collapsed intent
 
 
+def test_class_regression_fails_a_class_only_beyond_its_sampling_noise():
+    """30 test queries per intent: 5 fewer right is within noise, 16 fewer is a broken intent."""
+    goal = g("class_accuracy", HIGH, "max_degradation", 0.15, "teacher", name="max_class_regression")
+    support = {"balance": 30, "oos": 1000, "transfer": 30, "weather": 30}
+
+    def rec(name, **per_class):
+        r = record(name, per_class={"balance": 28 / 30, "oos": 0.6, "transfer": 28 / 30, "weather": 28 / 30,
+                                    **per_class})
+        r["accuracy"]["per_class_support"] = support
+        return r
+
+    teacher = rec("teacher")
+    unlucky = rec("unlucky", balance=23 / 30)  # limit 28/30 - 0.15 = 0.783; 23/30 = 0.767
+    broken = rec("broken", transfer=12 / 30)
+    oos_worse = rec("oos_worse", oos=0.40)  # 1000 queries: 5 points under the limit is not noise
+    d = decide([teacher, unlucky, broken, oos_worse], cfg(goal))
+    ok = check(d, "unlucky", "max_class_regression")
+    assert ok["passed"] and set(ok["below_limit_within_noise"]) == {"balance"}
+    assert ok["below_limit_within_noise"]["balance"]["p_value"] > 0.05 / 4 and "exact binomial" in ok["significance"]
+    bad = check(d, "broken", "max_class_regression")
+    assert not bad["passed"] and bad["failing_classes"] == ["transfer"] and bad["worst_class"] == "transfer"
+    assert "significantly below" in bad["reason"]
+    assert check(d, "oos_worse", "max_class_regression")["failing_classes"] == ["oos"]
+    # class_regression_alpha 0: every class is compared flatly, as for records without support counts.
+    flat = decide([teacher, unlucky], cfg(goal, class_regression_alpha=0.0))
+    assert check(flat, "unlucky", "max_class_regression")["failing_classes"] == ["balance"]
+
+
+def test_binomial_cdf_matches_hand_computation():
+    from shrink.gate import _binomial_cdf
+
+    assert _binomial_cdf(1, 2, 0.5) == pytest.approx(0.75)
+    assert _binomial_cdf(0, 3, 0.5) == pytest.approx(0.125)
+    expected = sum(math.comb(4, i) * 0.25**i * 0.75 ** (4 - i) for i in range(3))
+    assert _binomial_cdf(2, 4, 0.25) == pytest.approx(expected)
+    assert _binomial_cdf(30, 30, 0.9) == pytest.approx(1.0) and _binomial_cdf(5, 30, 1.0) == 0.0
+
+
 def test_class_absent_from_test_split_is_skipped():
     goal = g("class_accuracy", HIGH, "max_degradation", 0.10, "teacher", name="max_class_regression")
     teacher = record("teacher", per_class={"balance": 0.9, "oos": None, "transfer": 0.9, "weather": 0.9})
