@@ -35,9 +35,9 @@ def fetch_production(model_name: str, registry_uri: str, out_dir: str | Path, s3
     removed so ``out_dir`` is the artifact exactly as it was benchmarked and
     promoted, and its content hash must equal the one the alias names.
     """
-    from shrink.promote import CARD_FILES, current_production
+    from shrink.promote import CARD_FILES, production_pointer
 
-    pointer = current_production(model_name, registry_uri, s3=s3)
+    pointer = production_pointer(model_name, registry_uri, s3=s3)
     if pointer is None:
         return None
     out = Path(out_dir)

@@ -273,8 +273,8 @@ def evaluate_goal(
             failing.append(label)
             total += 1.0
             continue
-        limit, _ = resolve_limit(goal, base_value[label] if base_value is not None else None)
-        gaps[label] = ((measured[label] - limit) if higher else (limit - measured[label]), limit)
+        limit, resolved = resolve_limit(goal, base_value[label] if base_value is not None else None)
+        gaps[label] = ((measured[label] - limit) if higher else (limit - measured[label]), limit, resolved)
         if not _passes(measured[label], limit, higher):
             fails, p_value = _class_shortfall_significant(measured[label], support.get(label), limit, per_class_alpha)
             if fails:
@@ -288,8 +288,7 @@ def evaluate_goal(
         return result
     pool = [c for c in failing if c in gaps] or list(gaps)
     label = min(pool, key=lambda c: gaps[c][0])
-    limit = gaps[label][1]
-    _, resolved = resolve_limit(goal, base_value[label] if base_value is not None else None)
+    _, limit, resolved = gaps[label]
     result.update(
         measured=measured[label], limit=limit, baseline_value=base_value[label] if base_value else None,
         resolved=f"class {label!r}: {resolved}", passed=not failing, violation=total,

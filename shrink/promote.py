@@ -125,6 +125,13 @@ def _trim(pointer: dict | None, depth: int = HISTORY_DEPTH) -> dict | None:
     return {**pointer, "previous": _trim(pointer.get("previous"), depth - 1)}
 
 
+def production_pointer(model_name: str, registry_uri: str, s3=None) -> dict | None:
+    """The ``production`` alias pointer (version, uri, content hash ...), or None if nothing was promoted."""
+    s3 = s3 or storage.client()
+    bucket, root = _model_root(model_name, registry_uri)
+    return _read_alias(s3, bucket, root + ALIAS)[0]
+
+
 def current_production(model_name: str, registry_uri: str, s3=None) -> dict | None:
     """The production pointer with the stored benchmark record under ``benchmark`` (None if nothing promoted).
 
@@ -132,8 +139,7 @@ def current_production(model_name: str, registry_uri: str, s3=None) -> dict | No
     serves today, measured the same way.
     """
     s3 = s3 or storage.client()
-    bucket, root = _model_root(model_name, registry_uri)
-    pointer, _ = _read_alias(s3, bucket, root + ALIAS)
+    pointer = production_pointer(model_name, registry_uri, s3=s3)
     if pointer is None:
         return None
     bench_uri = pointer["uri"].rstrip("/") + "/benchmark.json"

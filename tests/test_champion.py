@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 from kfp.dsl import HTML, Artifact, Dataset, Metrics
 from test_promote import REGISTRY, decision_for, fresh_name
@@ -10,7 +11,9 @@ from components.benchmark_production.component import benchmark_production
 from components.gate.component import gate
 from shrink import storage
 from shrink.artifact import read_meta
+from shrink.data import load_prepared
 from shrink.promote import current_production, promote
+from shrink.runtime import open_classifier
 
 SMALL = {"warmup": 5, "latency_samples": 40, "latency_rounds": 1, "batch_sizes": [8], "throughput_queries": 16,
          "bootstrap_resamples": 100}
@@ -41,7 +44,11 @@ def test_champion_is_fetched_verified_and_measured_then_used_by_the_gate(seaweed
     assert champion["production"]["version"] == pointer["version"] == result.metadata["version"]
     local_bytes = sum(p.stat().st_size for p in tiny_artifact.rglob("*") if p.is_file())
     assert champion["size"]["artifact_bytes"] == local_bytes
-    assert champion["latency_ms"]["samples"] == 40 and champion["accuracy"]["accuracy"] >= 0.0
+    assert champion["latency_ms"]["samples"] == 40
+    # Same model, same test split: the same predictions as the local artifact, served the same way.
+    test = load_prepared(clinc_slice)[0]["test"]
+    pred, _ = open_classifier(tiny_artifact).predict_all(list(test["text"]))
+    assert champion["accuracy"]["accuracy"] == float(np.mean(pred == np.asarray(test["label"])))
 
     # The gate compares a challenger with today's champion, not with the stored record.
     teacher = {**champion, "candidate": "teacher", "artifact": {**champion["artifact"], "content_hash": "t"}}
@@ -61,6 +68,15 @@ def test_champion_is_fetched_verified_and_measured_then_used_by_the_gate(seaweed
                if c["slo"] == "p95_within_10pct_of_production")
     assert lat["baseline_value"] == champion["latency_ms"]["p95"] != 1e6
     assert "measured in this run, by the benchmark_production step" in (tmp_path / "report.html").read_text()
+
+    # An unreadable champion record is named in the decision, and the stored record is the baseline again.
+    files["production"].write_text("{not json")
+    gate.python_func(teacher=Artifact(uri=str(files["teacher"])), student=Artifact(uri=str(files["student"])),
+                     production=Artifact(uri=str(files["production"])), gate={}, model_name=name, decision=out,
+                     report=HTML(uri=str(tmp_path / "report.html")), metrics=Metrics(uri=str(tmp_path / "m")))
+    d = json.loads((tmp_path / "decision.json").read_text())
+    assert d["production"]["measured"].startswith("stored record")
+    assert "benchmark result unreadable" in d["production"]["not_measured"]
 
 
 def test_corrupt_champion_in_the_registry_fails_the_step_naming_the_file(seaweed, tmp_path, tiny_artifact,

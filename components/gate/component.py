@@ -74,10 +74,8 @@ def gate(
             "pruned_magnitude": pruned_magnitude, "pruned_structured": pruned_structured,
             "pruned_structured_int8": pruned_structured_int8,
         }
-        records = []
-        for name, artifact in inputs.items():
-            if artifact is None:
-                continue
+
+        def read(name: str, artifact) -> dict:
             path = Path(artifact.path)
             if path.is_dir():
                 path = path / "benchmark.json"
@@ -86,13 +84,16 @@ def gate(
                 if not isinstance(record, dict):
                     raise ValueError("not a JSON object")
             except (OSError, ValueError) as exc:
-                # An unreadable result must not stop the gate: the candidate is just not promotable.
-                record = {"candidate": name, "error": f"{path}: benchmark result unreadable: {exc}"}
+                # An unreadable result must not stop the gate: that candidate is just not promotable (an
+                # unreadable champion record: the decision says so and the stored record is used).
+                return {"candidate": name, "error": f"{path}: benchmark result unreadable: {exc}"}
             if record.get("candidate") not in (None, name):
-                record = {"candidate": name, "error": f"{path}: result is for {record.get('candidate')!r}, "
-                                                      f"wired as {name!r}"}
+                return {"candidate": name, "error": f"{path}: result is for {record.get('candidate')!r}, "
+                                                   f"wired as {name!r}"}
             record.setdefault("candidate", name)
-            records.append(record)
+            return record
+
+        records = [read(name, artifact) for name, artifact in inputs.items() if artifact is not None]
 
         pointer = None
         name = model_name or cfg.model_name
@@ -102,13 +103,7 @@ def gate(
                                   "(or set gate.compare_to_production: false)")
             pointer = current_production(name, cfg.registry_uri)
             log.info("production: %s", pointer["version"] if pointer else "none yet")
-        champion = None
-        if production is not None:
-            path = Path(production.path)
-            try:
-                champion = json.loads(path.read_text())
-            except (OSError, ValueError) as exc:
-                log.warning("production benchmark %s unreadable (%s); using the stored record", path, exc)
+        champion = read("production", production) if production is not None else None
         result = decide(records, cfg, pointer, champion)
         Path(decision.path).parent.mkdir(parents=True, exist_ok=True)
         Path(decision.path).write_text(json.dumps(result, indent=2))
