@@ -39,29 +39,9 @@ from components.train_teacher.component import train_teacher as train_teacher_op
 from pipelines.cluster import use_object_store
 from pipelines.images import image_for
 from pipelines.placement import place
+from pipelines.steps import CANDIDATES, STEPS, display_name
 from shrink.config import PipelineConfig, to_dict
 from shrink.slo import gate_config
-
-# Steps whose output depends only on their inputs and seeds: safe to cache.
-CACHED = {
-    "prepare_data",
-    "train_teacher",
-    "teacher_logits",
-    "distill",
-    "select_student",
-    "quantize_torch",
-    "export_onnx",
-    "optimize_onnx",
-    "quantize_ort_dynamic",
-    "quantize_ort_static",
-    "prune",
-    "prune_structured",
-}
-# Steps that read from or write to the network (hub, object store): retried with backoff.
-NETWORK = {"prepare_data", "train_teacher", "benchmark_production", "promote"}
-# Steps that read or write object storage themselves (beyond KFP's own artifact passing).
-OBJECT_STORE = {"prepare_data", "train_teacher", "benchmark_production", "gate", "promote"}
-GPU = {"train_teacher", "teacher_logits", "distill", "prune", "prune_structured"}
 
 
 def _param(obj):
@@ -81,25 +61,23 @@ def _param(obj):
 
 def build_pipeline(cfg: PipelineConfig):
     """Return the KFP pipeline function for ``cfg`` (parameters default to the config's values)."""
+    pools = {"gpu": cfg.placement.gpu, "cpu": cfg.placement.cpu, "benchmark": cfg.placement.benchmark}
+    tasks: dict[str, dsl.PipelineTask] = {}
 
-    def step(task: dsl.PipelineTask, name: str, display: str) -> dsl.PipelineTask:
-        task.set_display_name(display)
-        task.set_container_image(image_for(name, cfg.images))
-        task.set_caching_options(enable_caching=name in CACHED)
-        if name in OBJECT_STORE:
+    def step(task: dsl.PipelineTask, key: str, display: str | None = None) -> dsl.PipelineTask:
+        """Apply the catalog's settings for ``key`` (``<step>[:<variant>]``) and remember the task."""
+        spec = STEPS[key.partition(":")[0]]
+        task.set_display_name(display or display_name(key))
+        task.set_container_image(image_for(spec.name, cfg.images))
+        task.set_caching_options(enable_caching=spec.cached)
+        if spec.object_store:
             use_object_store(task)
-        if name in NETWORK:
+        if spec.retried:
             task.set_retry(
                 num_retries=3, backoff_duration="30s", backoff_factor=2.0, backoff_max_duration="600s"
             )
-        pool = (
-            cfg.placement.gpu
-            if name in GPU
-            else cfg.placement.benchmark
-            if name in ("benchmark", "benchmark_production")
-            else cfg.placement.cpu
-        )
-        return place(task, pool)
+        tasks[key] = task
+        return place(task, pools[spec.pool])
 
     prune_methods = [m for m in cfg.prune.methods if m != "structured"] if cfg.prune.enabled else []
     structured = cfg.prune.enabled and "structured" in cfg.prune.methods
@@ -137,131 +115,79 @@ def build_pipeline(cfg: PipelineConfig):
             gate: SLOs, selection policy and model registry.
             model_name: Name of the model in the registry (s3://<bucket>/<model_name>/<version>/).
         """
-        prep = step(prepare_data_op(data=data), "prepare_data", "Prepare data")
+        prep = step(prepare_data_op(data=data), "prepare_data")
         dataset = prep.outputs["dataset"]
-        tt = step(
-            train_teacher_op(dataset=dataset, teacher=teacher),
-            "train_teacher",
-            "Teacher: fine-tune or import",
-        )
-        teacher_model = tt.outputs["model"]
+        teacher_model = step(train_teacher_op(dataset=dataset, teacher=teacher), "train_teacher").outputs["model"]
         logits = step(
-            teacher_logits_op(dataset=dataset, teacher=teacher_model, distill=distill),
-            "teacher_logits",
-            "Teacher logits",
-        )
-
+            teacher_logits_op(dataset=dataset, teacher=teacher_model, distill=distill), "teacher_logits"
+        ).outputs["logits"]
         with dsl.ParallelFor(
             items=trials, parallelism=cfg.distill.search.parallelism, name="distill-trials"
         ) as trial:
             trial_task = step(
-                distill_op(
-                    dataset=dataset,
-                    teacher=teacher_model,
-                    logits=logits.outputs["logits"],
-                    distill=distill,
-                    trial=trial,
-                ),
+                distill_op(dataset=dataset, teacher=teacher_model, logits=logits, distill=distill, trial=trial),
                 "distill",
-                "Distil student (trial)",
             )
-        pick = step(
-            select_student_op(students=dsl.Collected(trial_task.outputs["student"])),
-            "select_student",
-            "Pick best student",
-        )
-        student = pick.outputs["best"]
+        student = step(
+            select_student_op(students=dsl.Collected(trial_task.outputs["student"])), "select_student"
+        ).outputs["best"]
 
-        models = {"teacher": teacher_model, "student": student}
-        qt = step(
-            quantize_torch_op(model=student, quantize=quantize), "quantize_torch", "PyTorch dynamic INT8"
-        )
-        models["torch_int8"] = qt.outputs["out"]
-        onnx = step(
-            export_onnx_op(model=student, quantize=quantize, dataset=dataset), "export_onnx", "Export ONNX"
-        )
-        models["onnx_fp32"] = onnx.outputs["out"]
-        opt = step(
-            optimize_onnx_op(model=onnx.outputs["out"], quantize=quantize),
-            "optimize_onnx",
-            "ORT graph optimization",
-        )
-        models["onnx_optimized"] = opt.outputs["out"]
-        dyn = step(
-            quantize_ort_dynamic_op(model=opt.outputs["out"], quantize=quantize),
-            "quantize_ort_dynamic",
-            "ORT INT8 dynamic",
-        )
-        models["ort_int8_dynamic"] = dyn.outputs["out"]
-        sta = step(
+        step(quantize_torch_op(model=student, quantize=quantize), "quantize_torch")
+        onnx = step(export_onnx_op(model=student, quantize=quantize, dataset=dataset), "export_onnx")
+        opt = step(optimize_onnx_op(model=onnx.outputs["out"], quantize=quantize), "optimize_onnx")
+        step(quantize_ort_dynamic_op(model=opt.outputs["out"], quantize=quantize), "quantize_ort_dynamic")
+        # Static QDQ from the plain export: calibration cannot see inside the fused ops.
+        step(
             quantize_ort_static_op(model=onnx.outputs["out"], quantize=quantize, dataset=dataset),
             "quantize_ort_static",
-            "ORT INT8 static",
         )
-        models["ort_int8_static"] = sta.outputs["out"]
         for method in prune_methods:
-            pr = step(
+            step(
                 prune_op(dataset=dataset, teacher=teacher_model, student=student, prune=prune, method=method),
-                "prune",
-                f"Prune ({method})",
+                f"prune:{method}",
             )
-            models[f"pruned_{method}"] = pr.outputs["pruned"]
         if structured:
             ps = step(
                 prune_structured_op(dataset=dataset, teacher=teacher_model, student=student, prune=prune),
                 "prune_structured",
-                "Prune (structured)",
             )
-            models["pruned_structured"] = ps.outputs["pruned"]
             # A structurally pruned model is a smaller dense one: it takes the student's fastest path too.
             ps_onnx = step(
                 export_onnx_op(model=ps.outputs["pruned"], quantize=quantize, dataset=dataset),
-                "export_onnx",
-                "Export ONNX (structured)",
+                "export_onnx:structured",
             )
             ps_opt = step(
-                optimize_onnx_op(model=ps_onnx.outputs["out"], quantize=quantize),
-                "optimize_onnx",
-                "ORT graph optimization (structured)",
+                optimize_onnx_op(model=ps_onnx.outputs["out"], quantize=quantize), "optimize_onnx:structured"
             )
-            ps_int8 = step(
+            step(
                 quantize_ort_dynamic_op(model=ps_opt.outputs["out"], quantize=quantize),
-                "quantize_ort_dynamic",
-                "ORT INT8 dynamic (structured)",
+                "quantize_ort_dynamic:structured",
             )
-            models["pruned_structured_int8"] = ps_int8.outputs["out"]
+        models = {c.name: tasks[c.task].outputs[c.output] for c in CANDIDATES if c.task in tasks}
 
         # Benchmarks run one after another: candidates never share cores while being timed.
         results, previous = {}, None
         for name, model in models.items():
             bench = step(
                 benchmark_op(model=model, dataset=dataset, benchmark=benchmark, candidate=name),
-                "benchmark",
-                f"Benchmark {name}",
+                f"benchmark:{name}",
+                f"{STEPS['benchmark'].display} {name}",
             )
             if previous is not None:
                 bench.after(previous)
             results[name], previous = bench.outputs["result"], bench
 
-        gate_inputs = {k: v for k, v in results.items() if k in GATE_INPUTS}
+        gate_inputs = dict(results)
         if gate_config(cfg.gate, "gate").compare_to_production:
             # The champion, timed on the same nodes in the same hour as the challengers (after them, never beside).
             champion = step(
                 benchmark_production_op(dataset=dataset, benchmark=benchmark, gate=gate, model_name=model_name),
                 "benchmark_production",
-                "Benchmark production (champion)",
             )
             champion.after(previous)
             gate_inputs["production"] = champion.outputs["result"]
-        decision = step(gate_op(gate=gate, model_name=model_name, **gate_inputs), "gate", "SLO gate")
-        promote_inputs = {k: v for k, v in models.items() if k in GATE_INPUTS}
-        step(
-            promote_op(
-                decision=decision.outputs["decision"], gate=gate, model_name=model_name, **promote_inputs
-            ),
-            "promote",
-            "Promote to production",
-        )
+        decision = step(gate_op(gate=gate, model_name=model_name, **gate_inputs), "gate")
+        step(promote_op(decision=decision.outputs["decision"], gate=gate, model_name=model_name, **models), "promote")
         return Outputs(
             decision=decision.outputs["decision"],
             report=decision.outputs["report"],
@@ -269,22 +195,6 @@ def build_pipeline(cfg: PipelineConfig):
         )
 
     return compression
-
-
-# Candidate names the gate and promote components take as inputs.
-GATE_INPUTS = (
-    "teacher",
-    "student",
-    "torch_int8",
-    "onnx_fp32",
-    "onnx_optimized",
-    "ort_int8_dynamic",
-    "ort_int8_static",
-    "pruned_movement",
-    "pruned_magnitude",
-    "pruned_structured",
-    "pruned_structured_int8",
-)
 
 
 def compile_pipeline(cfg: PipelineConfig, output: str) -> str:

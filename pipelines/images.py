@@ -1,6 +1,6 @@
 """Container images of the components: one image name per step, one tag per release.
 
-This module is the single source of image names: the pipeline asks ``image_for``
+Image names come from the step catalog (``pipelines/steps.py``): the pipeline asks ``image_for``
 which image a task runs, ``docker/build.sh`` asks ``python -m pipelines.images``
 what to build and push, and the tests check that every component's
 ``base_image`` and every Dockerfile target agree with ``IMAGES``.
@@ -16,35 +16,17 @@ import argparse
 import re
 import sys
 
+from pipelines.steps import STEPS
 from shrink.config import ImagesConfig
 from shrink.errors import ShrinkError
 
-# Step (the component's folder under components/) -> image repository name.
-IMAGES: dict[str, str] = {
-    "prepare_data": "shrink-prepare-data",
-    "train_teacher": "shrink-train-teacher",
-    "teacher_logits": "shrink-teacher-logits",
-    "distill": "shrink-distill",
-    "select_student": "shrink-select-student",
-    "prune": "shrink-prune",
-    "prune_structured": "shrink-prune-structured",
-    "quantize_torch": "shrink-quantize-torch",
-    "export_onnx": "shrink-export-onnx",
-    "optimize_onnx": "shrink-optimize-onnx",
-    "quantize_ort_dynamic": "shrink-quantize-ort-dynamic",
-    "quantize_ort_static": "shrink-quantize-ort-static",
-    "benchmark": "shrink-benchmark",
-    "benchmark_production": "shrink-benchmark-production",
-    "gate": "shrink-gate",
-    "promote": "shrink-promote",
-}
+# Step (the component's folder under components/) -> image repository name, from the catalog.
+IMAGES: dict[str, str] = {name: step.image for name, step in STEPS.items()}
 
 # Steps whose image carries CUDA PyTorch (docker/Dockerfile's runtime-gpu stage); the rest
 # carry the CPU wheel. The CPU images are what production serves with, so quantization,
 # export and benchmarking run on exactly the kernels the model will meet in production.
-GPU_STEPS: frozenset[str] = frozenset(
-    {"train_teacher", "teacher_logits", "distill", "prune", "prune_structured"}
-)
+GPU_STEPS: frozenset[str] = frozenset(name for name, step in STEPS.items() if step.gpu)
 
 # Docker's tag grammar: https://docs.docker.com/reference/cli/docker/image/tag/
 _TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")

@@ -7,16 +7,11 @@ thousands of lines in a log viewer.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 import sys
 import time
 from collections.abc import Iterable, Iterator
-from pathlib import Path
-from typing import Any, TypeVar
-
-from shrink.errors import ShrinkError
+from typing import TypeVar
 
 T = TypeVar("T")
 log = logging.getLogger("shrink")
@@ -56,47 +51,3 @@ def progress(items: Iterable[T], desc: str, total: int | None = None, every_s: f
             eta = f", ~{(total - i) / rate:.0f}s left" if total and rate > 0 else ""
             log.info("%s: %d%s (%.1f/s%s)", desc, i, of, rate, eta)
             last = now
-
-
-@contextlib.contextmanager
-def component_main(step: str, *metrics_outputs: Any) -> Iterator[None]:
-    """Wrap a KFP component body: log setup, and expected errors as one line and exit code 1.
-
-    ``metrics_outputs`` (KFP Metrics / ClassificationMetrics artifacts) are also written to
-    their paths as JSON on success. KFP keeps metrics in the executor output, not in a file,
-    and kfp.local's cache treats an output whose file is missing as a cache miss: without
-    this, no step with metrics would ever be reused by a second local run.
-    """
-    setup_logging()
-    log.info("step %s starting", step)
-    start = time.monotonic()
-    try:
-        yield
-    except ShrinkError as exc:
-        log.error("%s failed: %s", step, exc)
-        print(f"error: {exc}", file=sys.stderr, flush=True)
-        raise SystemExit(1) from None
-    for artifact in metrics_outputs:
-        path = Path(artifact.path)
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(artifact.metadata, indent=2, sort_keys=True, default=str))
-    log.info("step %s done in %.1fs", step, time.monotonic() - start)
-
-
-def publish_model(meta: Any, model_output: Any, metrics_output: Any) -> None:
-    """Show a sealed artifact in the KFP UI: its identity on the Model output, its numbers as Metrics.
-
-    Duck-typed on KFP's artifacts (``.metadata``, ``.log_metric``) so ``shrink`` stays free of KFP.
-    """
-    model_output.metadata.update(
-        {
-            "format": meta.format,
-            "precision": meta.precision,
-            "technique": meta.technique,
-            "content_hash": meta.content_hash(),
-        }
-    )
-    for name, value in meta.metrics.items():
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            metrics_output.log_metric(name, value)

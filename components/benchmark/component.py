@@ -30,7 +30,7 @@ def benchmark(
     """
     from shrink.benchmark import flat_metrics, measure, write_record
     from shrink.config import BenchmarkConfig, from_dict
-    from shrink.logs import component_main
+    from shrink.kfp_io import component_main
 
     with component_main("benchmark", metrics, confusion):
         cfg = from_dict(BenchmarkConfig, benchmark, "benchmark")

@@ -29,7 +29,7 @@ def benchmark_production(
     import tempfile
     from pathlib import Path
 
-    from shrink.logs import component_main
+    from shrink.kfp_io import component_main
 
     with component_main("benchmark_production", metrics):
         from shrink.benchmark import flat_metrics

@@ -29,7 +29,7 @@ def distill(
     from shrink.distill import distill as run
     from shrink.distill import from_kfp
     from shrink.errors import ShrinkError
-    from shrink.logs import component_main
+    from shrink.kfp_io import component_main
 
     with component_main("distill", metrics):
         cfg = from_dict(DistillConfig, from_kfp(distill), "distill")

@@ -18,7 +18,7 @@ def export_onnx(
         metrics: Parity max abs logit difference and argmax agreement, file size (MB).
     """
     from shrink.config import QuantizeConfig, from_dict
-    from shrink.logs import component_main, publish_model
+    from shrink.kfp_io import component_main, publish_model
     from shrink.onnx_export import export_onnx as run
     from shrink.onnx_export import parity_texts
 

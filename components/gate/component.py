@@ -57,7 +57,8 @@ def gate(
     import json
     from pathlib import Path
 
-    from shrink.logs import component_main, log
+    from shrink.kfp_io import component_main
+    from shrink.logs import log
 
     with component_main("gate", metrics):
         from shrink.errors import ShrinkError

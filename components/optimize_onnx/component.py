@@ -15,7 +15,7 @@ def optimize_onnx(model: Input[Model], quantize: dict, out: Output[Model], metri
         metrics: Count of each fused operator, number of fusion warnings, agreement with PyTorch FP32.
     """
     from shrink.config import QuantizeConfig, from_dict
-    from shrink.logs import component_main, publish_model
+    from shrink.kfp_io import component_main, publish_model
     from shrink.onnx_export import optimize_onnx as run
 
     with component_main("optimize_onnx", metrics):

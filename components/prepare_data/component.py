@@ -15,7 +15,7 @@ def prepare_data(data: dict, dataset: Output[Dataset], metrics: Output[Metrics])
     """
     from shrink.config import DataConfig, from_dict
     from shrink.data import prepare
-    from shrink.logs import component_main
+    from shrink.kfp_io import component_main
 
     with component_main("prepare_data", metrics):
         info = prepare(from_dict(DataConfig, data, "data"), dataset.path)

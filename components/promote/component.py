@@ -51,7 +51,8 @@ def promote(
     import json
     from pathlib import Path
 
-    from shrink.logs import component_main, log
+    from shrink.kfp_io import component_main
+    from shrink.logs import log
 
     with component_main("promote"):
         from shrink.errors import ShrinkError

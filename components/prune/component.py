@@ -26,7 +26,7 @@ def prune(
         metrics: Sparsity reached, accuracy before and after, stored weight bytes against dense.
     """
     from shrink.config import PruneConfig, from_dict
-    from shrink.logs import component_main
+    from shrink.kfp_io import component_main
     from shrink.prune import prune_unstructured
 
     with component_main("prune", metrics):

@@ -24,7 +24,7 @@ def prune_structured(
         metrics: Parameters before and after, accuracy before and after, heads and FFN width kept.
     """
     from shrink.config import PruneConfig, from_dict
-    from shrink.logs import component_main
+    from shrink.kfp_io import component_main
     from shrink.prune import prune_structured as run
 
     with component_main("prune_structured", metrics):

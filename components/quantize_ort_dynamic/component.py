@@ -15,7 +15,7 @@ def quantize_ort_dynamic(model: Input[Model], quantize: dict, out: Output[Model]
         metrics: File size (MB), compression, argmax agreement with PyTorch FP32 on the parity slice.
     """
     from shrink.config import QuantizeConfig, from_dict
-    from shrink.logs import component_main, publish_model
+    from shrink.kfp_io import component_main, publish_model
     from shrink.quantize import quantize_ort_dynamic as run
 
     with component_main("quantize_ort_dynamic", metrics):

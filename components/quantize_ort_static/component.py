@@ -18,7 +18,7 @@ def quantize_ort_static(
         metrics: File size (MB), compression, argmax agreement with PyTorch FP32 on the parity slice.
     """
     from shrink.config import QuantizeConfig, from_dict
-    from shrink.logs import component_main, publish_model
+    from shrink.kfp_io import component_main, publish_model
     from shrink.quantize import calibration_texts
     from shrink.quantize import quantize_ort_static as run
 

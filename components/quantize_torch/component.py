@@ -15,7 +15,7 @@ def quantize_torch(model: Input[Model], quantize: dict, out: Output[Model], metr
         metrics: Weight-file size (MB) and compression against the parent.
     """
     from shrink.config import QuantizeConfig, from_dict
-    from shrink.logs import component_main, publish_model
+    from shrink.kfp_io import component_main, publish_model
     from shrink.quantize import quantize_torch_dynamic
 
     with component_main("quantize_torch", metrics):

@@ -18,7 +18,7 @@ def select_student(students: Input[list[Model]], best: Output[Model], metrics: O
         A one-line summary of the choice.
     """
     from shrink.distill import select_best_student
-    from shrink.logs import component_main
+    from shrink.kfp_io import component_main
 
     with component_main("select_student", metrics):
         choice = select_best_student([s.path for s in students], best.path)

@@ -18,7 +18,7 @@ def teacher_logits(dataset: Input[Dataset], teacher: Input[Model], distill: dict
     """
     from shrink.config import DistillConfig, from_dict
     from shrink.distill import compute_teacher_logits, from_kfp
-    from shrink.logs import component_main
+    from shrink.kfp_io import component_main
 
     with component_main("teacher_logits"):
         cfg = from_dict(DistillConfig, from_kfp(distill), "distill")

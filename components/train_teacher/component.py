@@ -17,7 +17,7 @@ def train_teacher(dataset: Input[Dataset], teacher: dict, model: Output[Model], 
     from shrink.config import TeacherConfig, from_dict
     from shrink.distill import from_kfp
     from shrink.distill import train_teacher as run
-    from shrink.logs import component_main
+    from shrink.kfp_io import component_main
 
     with component_main("train_teacher", metrics):
         meta = run(from_dict(TeacherConfig, from_kfp(teacher), "teacher"), dataset.path, model.path)

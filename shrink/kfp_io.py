@@ -1,0 +1,62 @@
+"""The glue between a KFP component body and the library: one-line errors, metrics files, artifact metadata.
+
+Duck-typed on KFP's artifacts (``.path``, ``.metadata``, ``.log_metric``) so that ``shrink``
+never imports KFP: the components are the only code that does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from shrink.errors import ShrinkError
+from shrink.logs import log, setup_logging
+
+
+@contextlib.contextmanager
+def component_main(step: str, *metrics_outputs: Any) -> Iterator[None]:
+    """Wrap a KFP component body: log setup, and expected errors as one line and exit code 1.
+
+    ``metrics_outputs`` (KFP Metrics / ClassificationMetrics artifacts) are also written to
+    their paths as JSON on success. KFP keeps metrics in the executor output, not in a file,
+    and kfp.local's cache treats an output whose file is missing as a cache miss: without
+    this, no step with metrics would ever be reused by a second local run.
+    """
+    setup_logging()
+    log.info("step %s starting", step)
+    start = time.monotonic()
+    try:
+        yield
+    except ShrinkError as exc:
+        log.error("%s failed: %s", step, exc)
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
+    for artifact in metrics_outputs:
+        path = Path(artifact.path)
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(artifact.metadata, indent=2, sort_keys=True, default=str))
+    log.info("step %s done in %.1fs", step, time.monotonic() - start)
+
+
+def publish_model(meta: Any, model_output: Any, metrics_output: Any) -> None:
+    """Show a sealed artifact in the KFP UI: its identity on the Model output, its numbers as Metrics.
+
+    Duck-typed on KFP's artifacts (``.metadata``, ``.log_metric``) so ``shrink`` stays free of KFP.
+    """
+    model_output.metadata.update(
+        {
+            "format": meta.format,
+            "precision": meta.precision,
+            "technique": meta.technique,
+            "content_hash": meta.content_hash(),
+        }
+    )
+    for name, value in meta.metrics.items():
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            metrics_output.log_metric(name, value)
