@@ -1,151 +1,30 @@
-"""Typed, validated configuration loaded from YAML.
+"""The configuration of every step: typed dataclasses, one per section of a pipeline config.
 
 Every step takes a dataclass, never a loose dict, so that a typo in a config file
 fails at load time with the file and key named, not an hour into a training run.
-The loader is deliberately small: dataclasses, ``X | None``, ``list[X]``,
-``dict[str, X]``, ``Literal[...]`` and the scalar types cover every config here.
-Each config class may define ``check(self, where)`` for value rules (ranges,
-consistency) that types alone cannot express.
+Each section may define ``check(self, where)`` for value rules (ranges,
+consistency) that types alone cannot express. The generic readers and writers
+(``from_dict``, ``load_yaml``, ``to_dict``, ``save_yaml``, ``dumps``) live in
+``shrink/config_io.py`` and are re-exported here, where components and tests
+have always found them. The ``gate`` section stays a plain dict (it is a KFP parameter
+as written) and is checked at load time as ``shrink/slo.py``'s ``GateConfig``.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import types
-import typing
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
-import yaml
-
+from shrink.config_io import dumps as dumps
+from shrink.config_io import from_dict as from_dict
+from shrink.config_io import load_yaml as load_yaml
+from shrink.config_io import read_yaml, require
+from shrink.config_io import save_yaml as save_yaml
+from shrink.config_io import to_dict as to_dict
 from shrink.errors import ShrinkError
-
-T = TypeVar("T")
-
-
-# --------------------------------------------------------------------------- loader
-
-
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
-def _coerce(value: Any, tp: Any, where: str) -> Any:
-    """Check ``value`` against the annotation ``tp``; build nested dataclasses."""
-    origin = typing.get_origin(tp)
-    if tp is Any:
-        return value
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(value, arg, where)
-            except ShrinkError as exc:
-                errors.append(str(exc))
-        raise ShrinkError(errors[0] if len(errors) == 1 else f"{where}: {value!r} matches none of {_type_name(tp)}")
-    if origin is Literal:
-        allowed = typing.get_args(tp)
-        if value not in allowed:
-            raise ShrinkError(f"{where}: {value!r} is not one of {', '.join(map(repr, allowed))}")
-        return value
-    if origin is list:
-        if not isinstance(value, list | tuple):
-            raise ShrinkError(f"{where}: expected a list, got {type(value).__name__} {value!r}")
-        (item_tp,) = typing.get_args(tp) or (Any,)
-        return [_coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ShrinkError(f"{where}: expected a mapping, got {type(value).__name__} {value!r}")
-        key_tp, val_tp = typing.get_args(tp) or (str, Any)
-        return {_coerce(k, key_tp, f"{where}"): _coerce(v, val_tp, f"{where}.{k}") for k, v in value.items()}
-    if dataclasses.is_dataclass(tp):
-        return from_dict(tp, value, where)
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ShrinkError(f"{where}: expected true or false, got {value!r}")
-        return value
-    if tp is int:
-        # KFP passes dict parameters as protobuf Structs, where every number is a double: 42 arrives as 42.0.
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ShrinkError(f"{where}: expected an integer, got {type(value).__name__} {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ShrinkError(f"{where}: expected a number, got {type(value).__name__} {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ShrinkError(f"{where}: expected a string, got {type(value).__name__} {value!r}")
-        return value
-    raise TypeError(f"config loader does not handle the annotation {tp!r} at {where}")
-
-
-def from_dict(cls: type[T], data: Any, where: str = "config") -> T:
-    """Build the dataclass ``cls`` from a mapping, rejecting unknown keys and wrong types."""
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ShrinkError(f"{where}: expected a mapping, got {type(data).__name__} {data!r}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ShrinkError(f"{where}: unknown key {unknown[0]!r} (known keys: {', '.join(sorted(fields))})")
-    kwargs = {}
-    for name, f in fields.items():
-        if name in data:
-            kwargs[name] = _coerce(data[name], hints[name], f"{where}.{name}")
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise ShrinkError(f"{where}: missing required key {name!r}")
-    obj = cls(**kwargs)
-    check = getattr(obj, "check", None)
-    if callable(check):
-        check(where)
-    return obj
-
-
-def to_dict(obj: Any) -> dict[str, Any]:
-    """Plain-data form of a config dataclass, for YAML, JSON and KFP parameters."""
-    return dataclasses.asdict(obj)
-
-
-def load_yaml(cls: type[T], path: str | Path, section: str | None = None) -> T:
-    """Load ``cls`` from a YAML file (or one top-level ``section`` of it); errors name the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise ShrinkError(f"{path}: config file not found")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ShrinkError(f"{path}: not valid YAML: {exc}".replace("\n", " ")) from None
-    if section is not None:
-        data = data.get(section, {}) if isinstance(data, dict) else data
-    return from_dict(cls, data, where=f"{path}" + (f":{section}" if section else ""))
-
-
-def save_yaml(obj: Any, path: str | Path) -> Path:
-    """Write a config next to the artifact it produced, so every artifact says how it was made."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(to_dict(obj), sort_keys=False))
-    return path
-
-
-def _require(ok: bool, where: str, message: str) -> None:
-    if not ok:
-        raise ShrinkError(f"{where}: {message}")
-
-
-# --------------------------------------------------------------------------- sections
+from shrink.slo import gate_config
 
 
 @dataclass
@@ -168,9 +47,9 @@ class DataConfig:
 
     def check(self, where: str) -> None:
         """Value rules the types alone cannot express."""
-        _require(bool(self.source.strip()), f"{where}.source", "must not be empty")
-        _require(0 < self.validation_fraction < 1, f"{where}.validation_fraction", "must be in (0, 1)")
-        _require(self.max_per_class is None or self.max_per_class > 0, f"{where}.max_per_class", "must be > 0")
+        require(bool(self.source.strip()), f"{where}.source", "must not be empty")
+        require(0 < self.validation_fraction < 1, f"{where}.validation_fraction", "must be in (0, 1)")
+        require(self.max_per_class is None or self.max_per_class > 0, f"{where}.max_per_class", "must be > 0")
 
 
 @dataclass
@@ -196,15 +75,15 @@ class TrainConfig:
 
     def check(self, where: str) -> None:
         """Reject settings that would fail or silently do nothing once training starts."""
-        _require(self.epochs > 0, f"{where}.epochs", "must be > 0")
-        _require(self.learning_rate > 0, f"{where}.learning_rate", "must be > 0")
-        _require(self.batch_size > 0, f"{where}.batch_size", "must be > 0")
-        _require(self.weight_decay >= 0, f"{where}.weight_decay", "must be >= 0")
-        _require(0 <= self.warmup_ratio < 1, f"{where}.warmup_ratio", "must be in [0, 1)")
-        _require(self.max_length >= 8, f"{where}.max_length", "must be >= 8")
-        _require(self.early_stopping_patience >= 0, f"{where}.early_stopping_patience", "must be >= 0")
-        _require(self.max_steps is None or self.max_steps > 0, f"{where}.max_steps", "must be > 0")
-        _require(self.max_grad_norm > 0, f"{where}.max_grad_norm", "must be > 0")
+        require(self.epochs > 0, f"{where}.epochs", "must be > 0")
+        require(self.learning_rate > 0, f"{where}.learning_rate", "must be > 0")
+        require(self.batch_size > 0, f"{where}.batch_size", "must be > 0")
+        require(self.weight_decay >= 0, f"{where}.weight_decay", "must be >= 0")
+        require(0 <= self.warmup_ratio < 1, f"{where}.warmup_ratio", "must be in [0, 1)")
+        require(self.max_length >= 8, f"{where}.max_length", "must be >= 8")
+        require(self.early_stopping_patience >= 0, f"{where}.early_stopping_patience", "must be >= 0")
+        require(self.max_steps is None or self.max_steps > 0, f"{where}.max_steps", "must be > 0")
+        require(self.max_grad_norm > 0, f"{where}.max_grad_norm", "must be > 0")
 
 
 @dataclass
@@ -221,7 +100,44 @@ class TeacherConfig:
 
     def check(self, where: str) -> None:
         """A teacher needs something to start from."""
-        _require(bool(self.base_model or self.checkpoint), where, "name a base_model or a checkpoint")
+        require(bool(self.base_model or self.checkpoint), where, "name a base_model or a checkpoint")
+
+
+# The rule each setting of a distillation trial must meet. The search grid (every value of an axis) and a single
+# trial (what one distill task receives) are both checked against this table.
+TRIAL_KEYS = ("alpha", "temperature", "learning_rate")
+_TRIAL_RULES: dict[str, tuple[Callable[[float], bool], str]] = {
+    "alpha": (lambda v: 0.0 <= v <= 1.0, "in [0, 1] (1 = no teacher, 0 = teacher only)"),
+    "temperature": (lambda v: v > 0, "> 0"),
+    "learning_rate": (lambda v: v > 0, "> 0"),
+}
+
+
+def check_trial(alpha: float, temperature: float, learning_rate: float, where: str = "trial") -> None:
+    """Reject a trial's settings before any model is loaded."""
+    for name, value in zip(TRIAL_KEYS, (alpha, temperature, learning_rate), strict=True):
+        ok, rule = _TRIAL_RULES[name]
+        require(ok(value), f"{where}.{name}", f"{value} must be {rule}")
+
+
+def parse_trial(trial: Mapping[str, Any]) -> tuple[float, float, float]:
+    """``(alpha, temperature, learning_rate)`` of one search trial as KFP hands it to a task, checked.
+
+    The trial arrives as a loop item of ``SearchConfig.trials()``, a plain dict, so its
+    keys and types are checked here as well as its values.
+    """
+    unknown = sorted(set(trial) - set(TRIAL_KEYS))
+    missing = sorted(set(TRIAL_KEYS) - set(trial))
+    if unknown or missing:
+        raise ShrinkError(
+            f"trial {trial}: expected keys alpha, temperature, learning_rate (unknown: {unknown}, missing: {missing})"
+        )
+    try:
+        alpha, temperature, learning_rate = (float(trial[k]) for k in TRIAL_KEYS)
+    except (TypeError, ValueError):
+        raise ShrinkError(f"trial {trial}: alpha, temperature and learning_rate must be numbers") from None
+    check_trial(alpha, temperature, learning_rate)
+    return alpha, temperature, learning_rate
 
 
 @dataclass
@@ -235,12 +151,13 @@ class SearchConfig:
 
     def check(self, where: str) -> None:
         """An empty or out-of-range grid fails here, not after the teacher has trained."""
-        for name in ("alpha", "temperature", "learning_rate"):
-            _require(bool(getattr(self, name)), f"{where}.{name}", "the search space is empty")
-        _require(all(0 <= a <= 1 for a in self.alpha), f"{where}.alpha", "every alpha must be in [0, 1]")
-        _require(all(t > 0 for t in self.temperature), f"{where}.temperature", "every T must be > 0")
-        _require(all(lr > 0 for lr in self.learning_rate), f"{where}.learning_rate", "must be > 0")
-        _require(self.parallelism >= 1, f"{where}.parallelism", "must be >= 1")
+        for name in TRIAL_KEYS:
+            require(bool(getattr(self, name)), f"{where}.{name}", "the search space is empty")
+        for name in TRIAL_KEYS:
+            ok, rule = _TRIAL_RULES[name]
+            bad = [v for v in getattr(self, name) if not ok(v)]
+            require(not bad, f"{where}.{name}", f"every {name} must be {rule}, got {bad[0] if bad else ''}")
+        require(self.parallelism >= 1, f"{where}.parallelism", "must be >= 1")
 
     def trials(self) -> list[dict[str, float]]:
         """Every combination, in a stable order, as KFP-friendly dicts."""
@@ -270,13 +187,13 @@ class AugmentConfig:
 
     def check(self, where: str) -> None:
         """Probabilities in [0, 1] (mask and replace together too), at least 1-grams."""
-        _require(self.copies >= 0, f"{where}.copies", "must be >= 0 (0: no transfer set)")
+        require(self.copies >= 0, f"{where}.copies", "must be >= 0 (0: no transfer set)")
         for name in ("mask_prob", "replace_prob", "ngram_prob"):
-            _require(0.0 <= getattr(self, name) <= 1.0, f"{where}.{name}", "must be in [0, 1]")
-        _require(
+            require(0.0 <= getattr(self, name) <= 1.0, f"{where}.{name}", "must be in [0, 1]")
+        require(
             self.mask_prob + self.replace_prob <= 1.0, f"{where}.replace_prob", "mask_prob + replace_prob must be <= 1"
         )
-        _require(self.max_ngram >= 1, f"{where}.max_ngram", "must be >= 1")
+        require(self.max_ngram >= 1, f"{where}.max_ngram", "must be >= 1")
 
 
 @dataclass
@@ -298,8 +215,8 @@ class DistillConfig:
 
     def check(self, where: str) -> None:
         """Layer indices must be distinct and >= 0; the upper bound (teacher depth) is checked later."""
-        _require(self.patient_weight >= 0, f"{where}.patient_weight", "must be >= 0 (0: off)")
-        _require(
+        require(self.patient_weight >= 0, f"{where}.patient_weight", "must be >= 0 (0: off)")
+        require(
             self.patient_weight == 0 or self.student_checkpoint is None,
             f"{where}.patient_weight",
             "patient distillation pairs student layers with the teacher layers they were copied from; "
@@ -307,9 +224,9 @@ class DistillConfig:
         )
         if self.student_checkpoint is None:
             layers = self.student_layers
-            _require(bool(layers), f"{where}.student_layers", "name at least one teacher layer to keep")
-            _require(all(i >= 0 for i in layers), f"{where}.student_layers", f"{layers}: must be >= 0")
-            _require(len(set(layers)) == len(layers), f"{where}.student_layers", f"{layers}: repeats a layer")
+            require(bool(layers), f"{where}.student_layers", "name at least one teacher layer to keep")
+            require(all(i >= 0 for i in layers), f"{where}.student_layers", f"{layers}: must be >= 0")
+            require(len(set(layers)) == len(layers), f"{where}.student_layers", f"{layers}: repeats a layer")
 
 
 @dataclass
@@ -323,9 +240,9 @@ class RuntimeConfig:
 
     def check(self, where: str) -> None:
         """Value rules the types alone cannot express."""
-        _require(self.intra_op_threads >= 0, f"{where}.intra_op_threads", "must be >= 0 (0: ONNX Runtime decides)")
-        _require(self.inter_op_threads >= 0, f"{where}.inter_op_threads", "must be >= 0 (0: ONNX Runtime decides)")
-        _require(bool(self.execution_provider.strip()), f"{where}.execution_provider", "must not be empty")
+        require(self.intra_op_threads >= 0, f"{where}.intra_op_threads", "must be >= 0 (0: ONNX Runtime decides)")
+        require(self.inter_op_threads >= 0, f"{where}.inter_op_threads", "must be >= 0 (0: ONNX Runtime decides)")
+        require(bool(self.execution_provider.strip()), f"{where}.execution_provider", "must not be empty")
 
 
 @dataclass
@@ -351,10 +268,10 @@ class QuantizeConfig:
 
     def check(self, where: str) -> None:
         """Value rules the types alone cannot express."""
-        _require(self.opset >= 17, f"{where}.opset", f"{self.opset} is too old; LayerNormalization needs >= 17")
-        _require(self.parity_samples > 0, f"{where}.parity_samples", "must be > 0")
-        _require(self.calibration_samples > 0, f"{where}.calibration_samples", "must be > 0")
-        _require(self.block_size >= 16 and self.block_size & (self.block_size - 1) == 0, f"{where}.block_size",
+        require(self.opset >= 17, f"{where}.opset", f"{self.opset} is too old; LayerNormalization needs >= 17")
+        require(self.parity_samples > 0, f"{where}.parity_samples", "must be > 0")
+        require(self.calibration_samples > 0, f"{where}.calibration_samples", "must be > 0")
+        require(self.block_size >= 16 and self.block_size & (self.block_size - 1) == 0, f"{where}.block_size",
                  f"{self.block_size} must be a power of two >= 16")
 
 
@@ -393,26 +310,26 @@ class BenchmarkConfig:
 
     def check(self, where: str) -> None:
         """Reject settings that would produce no figures rather than wrong ones later."""
-        _require(self.warmup >= 0, f"{where}.warmup", "must be >= 0")
-        _require(self.latency_samples >= 1, f"{where}.latency_samples", "must be >= 1")
-        _require(self.latency_rounds >= 1, f"{where}.latency_rounds", "must be >= 1")
-        _require(
+        require(self.warmup >= 0, f"{where}.warmup", "must be >= 0")
+        require(self.latency_samples >= 1, f"{where}.latency_samples", "must be >= 1")
+        require(self.latency_rounds >= 1, f"{where}.latency_rounds", "must be >= 1")
+        require(
             self.latency_rounds <= self.latency_samples,
             f"{where}.latency_rounds",
             f"must be <= latency_samples ({self.latency_samples})",
         )
-        _require(all(b >= 1 for b in self.batch_sizes), f"{where}.batch_sizes", "each must be >= 1")
-        _require(self.intra_op_threads >= 1, f"{where}.intra_op_threads", "must be >= 1")
-        _require(
+        require(all(b >= 1 for b in self.batch_sizes), f"{where}.batch_sizes", "each must be >= 1")
+        require(self.intra_op_threads >= 1, f"{where}.intra_op_threads", "must be >= 1")
+        require(
             self.max_eval_examples is None or self.max_eval_examples >= 1,
             f"{where}.max_eval_examples",
             "must be >= 1",
         )
-        _require(self.eval_batch_size >= 1, f"{where}.eval_batch_size", "must be >= 1")
-        _require(self.throughput_queries >= 1, f"{where}.throughput_queries", "must be >= 1")
-        _require(self.bootstrap_resamples >= 10, f"{where}.bootstrap_resamples", "must be >= 10")
-        _require(self.instance_price_per_hour >= 0, f"{where}.instance_price_per_hour", "must be >= 0")
-        _require(self.instance_cores is None or self.instance_cores >= 1, f"{where}.instance_cores", "must be >= 1")
+        require(self.eval_batch_size >= 1, f"{where}.eval_batch_size", "must be >= 1")
+        require(self.throughput_queries >= 1, f"{where}.throughput_queries", "must be >= 1")
+        require(self.bootstrap_resamples >= 10, f"{where}.bootstrap_resamples", "must be >= 10")
+        require(self.instance_price_per_hour >= 0, f"{where}.instance_price_per_hour", "must be >= 0")
+        require(self.instance_cores is None or self.instance_cores >= 1, f"{where}.instance_cores", "must be >= 1")
 
 
 @dataclass
@@ -451,20 +368,20 @@ class PruneConfig:
         """Sparsities and fractions in [0, 1): pruning everything leaves no model."""
         for name in ("target_sparsity", "initial_sparsity", "head_fraction", "ffn_fraction"):
             value = getattr(self, name)
-            _require(0 <= value < 1, f"{where}.{name}", f"must be in [0, 1), got {value}")
-        _require(
+            require(0 <= value < 1, f"{where}.{name}", f"must be in [0, 1), got {value}")
+        require(
             self.initial_sparsity <= self.target_sparsity,
             f"{where}.initial_sparsity",
             f"{self.initial_sparsity} is above target_sparsity {self.target_sparsity}",
         )
         start, steps = self.schedule_start, self.schedule_steps
-        _require(start is None or start >= 0, f"{where}.schedule_start", "must be >= 0")
-        _require(steps is None or steps > 0, f"{where}.schedule_steps", "must be > 0")
-        _require(self.update_every > 0, f"{where}.update_every", "must be > 0")
-        _require(self.scores_learning_rate > 0, f"{where}.scores_learning_rate", "must be > 0")
-        _require(self.importance_examples > 0, f"{where}.importance_examples", "must be > 0")
-        _require(0 <= self.alpha <= 1, f"{where}.alpha", "must be in [0, 1]")
-        _require(self.temperature > 0, f"{where}.temperature", "must be > 0")
+        require(start is None or start >= 0, f"{where}.schedule_start", "must be >= 0")
+        require(steps is None or steps > 0, f"{where}.schedule_steps", "must be > 0")
+        require(self.update_every > 0, f"{where}.update_every", "must be > 0")
+        require(self.scores_learning_rate > 0, f"{where}.scores_learning_rate", "must be > 0")
+        require(self.importance_examples > 0, f"{where}.importance_examples", "must be > 0")
+        require(0 <= self.alpha <= 1, f"{where}.alpha", "must be in [0, 1]")
+        require(self.temperature > 0, f"{where}.temperature", "must be > 0")
 
 
 @dataclass
@@ -537,7 +454,7 @@ class ImagesConfig:
 
     def check(self, where: str) -> None:
         """Value rules the types alone cannot express."""
-        _require(self.tag != "latest", f"{where}.tag", "'latest' is not reproducible; pin a version")
+        require(self.tag != "latest", f"{where}.tag", "'latest' is not reproducible; pin a version")
 
 
 @dataclass
@@ -567,10 +484,8 @@ class PipelineConfig:
     store: StoreConfig = field(default_factory=StoreConfig)
 
     def check(self, where: str) -> None:
-        """Value rules the types alone cannot express."""
-        _require(bool(self.model_name.strip()), f"{where}.model_name", "must not be empty")
-        from shrink.slo import gate_config  # validates the SLOs at load time; stays a dict for KFP
-
+        """Value rules the types alone cannot express; the SLOs are checked now but stay a dict for KFP."""
+        require(bool(self.model_name.strip()), f"{where}.model_name", "must not be empty")
         gate_config(self.gate, f"{where}.gate")
 
 
@@ -581,24 +496,11 @@ def load_pipeline_config(path: str | Path) -> PipelineConfig:
     config's folder), so one SLO file can serve several pipelines.
     """
     path = Path(path)
-    if not path.is_file():
-        raise ShrinkError(f"{path}: config file not found")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ShrinkError(f"{path}: not valid YAML: {exc}".replace("\n", " ")) from None
-    if isinstance(data, dict) and isinstance(data.get("gate"), str):
+    data = read_yaml(path)
+    if isinstance(data.get("gate"), str):
         slo_path = path.parent / data["gate"]
         if not slo_path.is_file():
             raise ShrinkError(f"{path}: gate names the SLO file {slo_path}, which does not exist")
-        try:
-            data["gate"] = yaml.safe_load(slo_path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ShrinkError(f"{slo_path}: not valid YAML: {exc}".replace("\n", " ")) from None
+        data["gate"] = read_yaml(slo_path, "SLO file")
         return from_dict(PipelineConfig, data, where=f"{path} (gate: {slo_path})")
     return from_dict(PipelineConfig, data, where=str(path))
-
-
-def dumps(obj: Any) -> str:
-    """Canonical JSON of a config, for fingerprints and KFP parameters."""
-    return json.dumps(to_dict(obj) if dataclasses.is_dataclass(obj) else obj, sort_keys=True)

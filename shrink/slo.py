@@ -21,10 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
-from shrink.config import _require, from_dict
-from shrink.errors import ShrinkError
+from shrink.config_io import from_dict, read_yaml
+from shrink.config_io import require as _require  # the checks below predate the public name
 
 LOWER = "lower_is_better"
 HIGHER = "higher_is_better"
@@ -262,12 +260,7 @@ def gate_config(data: dict[str, Any] | None, where: str = "gate") -> GateConfig:
 def load_gate_config(path: str | Path) -> GateConfig:
     """Load the gate settings from a YAML file: a bare gate section, or a pipeline config with ``gate:``."""
     path = Path(path)
-    if not path.is_file():
-        raise ShrinkError(f"{path}: SLO file not found")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ShrinkError(f"{path}: not valid YAML: {exc}".replace("\n", " ")) from None
-    if isinstance(data, dict) and "gate" in data:
+    data = read_yaml(path, "SLO file")
+    if "gate" in data:
         return gate_config(data["gate"], f"{path}:gate")
     return gate_config(data, str(path))

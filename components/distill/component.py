@@ -25,27 +25,14 @@ def distill(
         student: The student as a shrink artifact (PyTorch FP32), parent = the teacher.
         metrics: Validation and test accuracy, training time and the trial's settings.
     """
-    from shrink.config import DistillConfig, from_dict
+    from shrink.config import DistillConfig, from_dict, parse_trial
     from shrink.distill import distill as run
     from shrink.distill import from_kfp
-    from shrink.errors import ShrinkError
     from shrink.kfp_io import component_main
 
     with component_main("distill", metrics):
         cfg = from_dict(DistillConfig, from_kfp(distill), "distill")
-        unknown = sorted(set(trial) - {"alpha", "temperature", "learning_rate"})
-        missing = sorted({"alpha", "temperature", "learning_rate"} - set(trial))
-        if unknown or missing:
-            raise ShrinkError(
-                f"trial {trial}: expected keys alpha, temperature, learning_rate "
-                f"(unknown: {unknown}, missing: {missing})"
-            )
-        try:
-            alpha, temperature, lr = (float(trial[k]) for k in ("alpha", "temperature", "learning_rate"))
-        except (TypeError, ValueError):
-            raise ShrinkError(
-                f"trial {trial}: alpha, temperature and learning_rate must be numbers"
-            ) from None
+        alpha, temperature, lr = parse_trial(trial)
         meta = run(cfg, dataset.path, teacher.path, logits.path, student.path, alpha, temperature, lr)
         student.metadata.update(
             {
