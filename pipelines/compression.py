@@ -36,8 +36,8 @@ from components.quantize_torch.component import quantize_torch as quantize_torch
 from components.select_student.component import select_student as select_student_op
 from components.teacher_logits.component import teacher_logits as teacher_logits_op
 from components.train_teacher.component import train_teacher as train_teacher_op
-from pipelines.cluster import use_object_store
 from pipelines.images import image_for
+from pipelines.object_store import use_object_store
 from pipelines.placement import place
 from pipelines.steps import CANDIDATES, STEPS, display_name
 from shrink.config import PipelineConfig, to_dict

@@ -88,8 +88,8 @@ def cmd_run(args) -> int:
 
 def cmd_compile(args) -> int:
     """`shrink compile`: KFP IR YAML for a cluster, placement checked first."""
-    from pipelines.cluster import validate_placement
     from pipelines.compression import compile_pipeline
+    from pipelines.preflight import validate_placement
 
     cfg = _config(args)
     validate_placement(cfg)
@@ -99,21 +99,21 @@ def cmd_compile(args) -> int:
 
 def cmd_submit(args) -> int:
     """`shrink submit`: start a run on a Kubeflow cluster."""
-    from pipelines import cluster
+    from pipelines.submit import submit
 
     cfg = _config(args)
-    url = cluster.submit(cfg, host=args.host, token=args.token, experiment=args.experiment)
+    url = submit(cfg, host=args.host, token=args.token, experiment=args.experiment)
     print(url)
     return 0
 
 
 def cmd_schedule(args) -> int:
     """`shrink schedule`: a recurring run for scheduled retraining."""
-    from pipelines import cluster
+    from pipelines.submit import schedule
 
     cfg = _config(args)
     print(
-        cluster.schedule(
+        schedule(
             cfg,
             host=args.host,
             token=args.token,
@@ -127,9 +127,9 @@ def cmd_schedule(args) -> int:
 
 def cmd_runs(args) -> int:
     """`shrink runs`: recent runs and their gate outcome, one JSON object a line."""
-    from pipelines import cluster
+    from pipelines.submit import list_runs
 
-    for run in cluster.list_runs(host=args.host, token=args.token, experiment=args.experiment, limit=args.limit):
+    for run in list_runs(host=args.host, token=args.token, experiment=args.experiment, limit=args.limit):
         print(json.dumps(run))
     return 0
 

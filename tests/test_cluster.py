@@ -23,8 +23,9 @@ import yaml
 from kfp import compiler, dsl
 
 import shrink
-from pipelines import cluster
+from pipelines import connection, object_store, preflight
 from pipelines.images import GPU_STEPS, IMAGES, build_plan, image_for, target_for
+from pipelines.submit import PIPELINE_SERVICE_ACCOUNT, list_runs, schedule, submit
 from shrink.config import ImagesConfig, PipelineConfig, from_dict
 from shrink.errors import ShrinkError
 
@@ -65,7 +66,7 @@ def _closed_port() -> int:
 
 
 def test_default_placement_is_valid():
-    cluster.validate_placement(_config())
+    preflight.validate_placement(_config())
 
 
 @pytest.mark.parametrize(
@@ -80,17 +81,17 @@ def test_default_placement_is_valid():
 def test_placement_without_gpu_for_training_is_refused(gpu, key):
     cfg = _config(placement={"gpu": {"accelerator_type": "nvidia.com/gpu", "accelerator_limit": 1, **gpu}})
     with pytest.raises(ShrinkError, match=key) as err:
-        cluster.validate_placement(cfg)
+        preflight.validate_placement(cfg)
     assert "distillation" in str(err.value)
 
 
 def test_placement_message_names_the_training_steps_configured():
     no_gpu = {"gpu": {"accelerator_type": None}}
     with pytest.raises(ShrinkError) as err:
-        cluster.validate_placement(_config(placement=no_gpu, teacher={"checkpoint": "s3://b/t"}))
+        preflight.validate_placement(_config(placement=no_gpu, teacher={"checkpoint": "s3://b/t"}))
     assert "teacher fine-tuning" not in str(err.value)
     with pytest.raises(ShrinkError) as err:
-        cluster.validate_placement(_config(placement=no_gpu, prune={"enabled": True}))
+        preflight.validate_placement(_config(placement=no_gpu, prune={"enabled": True}))
     assert "teacher fine-tuning" in str(err.value) and "pruning" in str(err.value)
 
 
@@ -148,14 +149,14 @@ def test_submit_to_a_closed_port_fails_fast_and_clearly(package):
     start = time.monotonic()
     expected = rf"cannot reach KFP at http://127.0.0.1:{port} \(connection refused"
     with pytest.raises(ShrinkError, match=expected):
-        cluster.submit(package, host=f"http://127.0.0.1:{port}", params={"times": 3})
+        submit(package, host=f"http://127.0.0.1:{port}", params={"times": 3})
     assert time.monotonic() - start < 5
 
 
 def test_submit_a_pipeline_function_to_a_closed_port(tmp_path):
     port = _closed_port()
     with pytest.raises(ShrinkError, match="cannot reach KFP"):
-        cluster.submit(_tiny, host=f"http://127.0.0.1:{port}")
+        submit(_tiny, host=f"http://127.0.0.1:{port}")
 
 
 def test_silent_host_times_out():
@@ -165,42 +166,42 @@ def test_silent_host_times_out():
         host = f"http://127.0.0.1:{server.getsockname()[1]}"
         start = time.monotonic()
         with pytest.raises(ShrinkError, match="did not answer within 0.5s"):
-            cluster.connect(host, timeout_s=0.5)
+            connection.connect(host, timeout_s=0.5)
         assert time.monotonic() - start < 5
 
 
 def test_bad_input_is_refused_before_connecting(package, tmp_path):
     host = f"http://127.0.0.1:{_closed_port()}"  # reaching it would give "cannot reach"
     with pytest.raises(ShrinkError, match="has no parameter 'tims'.*parameters: settings, text, times"):
-        cluster.submit(package, host=host, params={"tims": 3})
+        submit(package, host=host, params={"tims": 3})
     with pytest.raises(ShrinkError, match="'times' .* must be number integer, got str"):
-        cluster.submit(package, host=host, params={"times": "3"})
+        submit(package, host=host, params={"times": "3"})
     with pytest.raises(ShrinkError, match="must be number integer, got bool"):
-        cluster.submit(package, host=host, params={"times": True})
+        submit(package, host=host, params={"times": True})
     no_gpu = _config(placement={"gpu": {"accelerator_limit": 0}})
     with pytest.raises(ShrinkError, match="placement.gpu.accelerator_limit"):
-        cluster.submit(package, host=host, cfg=no_gpu)
+        submit(package, host=host, cfg=no_gpu)
     with pytest.raises(ShrinkError, match="placement.gpu.accelerator_limit"):
-        cluster.submit(no_gpu, host=host)  # a config is checked before it is compiled
+        submit(no_gpu, host=host)  # a config is checked before it is compiled
     with pytest.raises(ShrinkError, match="pipeline package not found"):
-        cluster.submit(tmp_path / "missing.yaml", host=host)
+        submit(tmp_path / "missing.yaml", host=host)
     not_a_pipeline = tmp_path / "values.yaml"
     not_a_pipeline.write_text("a: 1\n")
     with pytest.raises(ShrinkError, match="not a compiled KFP pipeline"):
-        cluster.submit(not_a_pipeline, host=host)
+        submit(not_a_pipeline, host=host)
     with pytest.raises(ShrinkError, match="needs a scheme"):
-        cluster.submit(package, host="localhost:8080")
+        submit(package, host="localhost:8080")
     with pytest.raises(ShrinkError, match="cron"):
-        cluster.schedule(package, host=host, cron="every day")
+        schedule(package, host=host, cron="every day")
     with pytest.raises(ShrinkError, match="max_concurrency"):
-        cluster.schedule(package, host=host, cron="0 3 * * *", max_concurrency=0)
+        schedule(package, host=host, cron="0 3 * * *", max_concurrency=0)
 
 
 def test_cron_takes_five_or_six_fields():
-    assert cluster.kfp_cron("0 3 * * 1") == "0 0 3 * * 1"
-    assert cluster.kfp_cron("30 0 3 * * *") == "30 0 3 * * *"
+    assert preflight.kfp_cron("0 3 * * 1") == "0 0 3 * * 1"
+    assert preflight.kfp_cron("30 0 3 * * *") == "30 0 3 * * *"
     with pytest.raises(ShrinkError):
-        cluster.kfp_cron("0 3 * *")
+        preflight.kfp_cron("0 3 * *")
 
 
 # --------------------------------------------------------------------------- a local stand-in for the KFP API
@@ -363,13 +364,13 @@ def kfp_api(tmp_path, monkeypatch):
 
 
 def test_submit_creates_experiment_pipeline_and_run_then_reuses_them(kfp_api, package):
-    url = cluster.submit(
+    url = submit(
         package, host=kfp_api.url, params={"times": 3}, experiment="exp", pipeline_name="tiny"
     )
     (run,) = kfp_api.runs.values()
     assert url == f"{kfp_api.url}/#/runs/details/{run['run_id']}"
     assert run["runtime_config"]["parameters"] == {"times": 3}
-    assert run["service_account"] == cluster.PIPELINE_SERVICE_ACCOUNT
+    assert run["service_account"] == PIPELINE_SERVICE_ACCOUNT
     (exp,) = kfp_api.experiments.values()
     assert exp["display_name"] == "exp" and run["experiment_id"] == exp["experiment_id"]
     (pipe,) = kfp_api.pipelines.values()
@@ -380,8 +381,8 @@ def test_submit_creates_experiment_pipeline_and_run_then_reuses_them(kfp_api, pa
     assert version["display_name"].startswith(shrink.__version__ + "-")  # <version>-<content hash>
 
     # The same package again: everything reused, only new runs.
-    cluster.submit(package, host=kfp_api.url, experiment="exp", pipeline_name="tiny")
-    cluster.submit(package, host=kfp_api.url, experiment="exp", pipeline_name="tiny")
+    submit(package, host=kfp_api.url, experiment="exp", pipeline_name="tiny")
+    submit(package, host=kfp_api.url, experiment="exp", pipeline_name="tiny")
     assert len(kfp_api.experiments) == 1 and len(kfp_api.pipelines) == 1 and len(kfp_api.versions) == 1
     assert len(kfp_api.runs) == 3
     used = {r["pipeline_version_reference"]["pipeline_version_id"] for r in kfp_api.runs.values()}
@@ -389,30 +390,30 @@ def test_submit_creates_experiment_pipeline_and_run_then_reuses_them(kfp_api, pa
 
 
 def test_version_name_clash_with_other_content_creates_nothing(kfp_api, package, tmp_path):
-    cluster.submit(package, host=kfp_api.url, pipeline_name="tiny", version_name="v1")
+    submit(package, host=kfp_api.url, pipeline_name="tiny", version_name="v1")
     other = tmp_path / "other.yaml"
     other.write_text(package.read_text().replace("shrink-tiny", "shrink-tiny-2"))
     writes = len(kfp_api.writes)
     with pytest.raises(ShrinkError, match="already has a version 'v1' with different content"):
-        cluster.submit(other, host=kfp_api.url, pipeline_name="tiny", version_name="v1")
+        submit(other, host=kfp_api.url, pipeline_name="tiny", version_name="v1")
     assert len(kfp_api.writes) == writes
 
 
 def test_expired_token_is_a_clear_error_and_creates_nothing(kfp_api, package):
     kfp_api.token = "fresh"
     with pytest.raises(ShrinkError, match=r"refused the request \(HTTP 401\).*expired.*--token"):
-        cluster.submit(package, host=kfp_api.url, token="stale")
+        submit(package, host=kfp_api.url, token="stale")
     assert kfp_api.writes == []
-    url = cluster.submit(package, host=kfp_api.url, token="fresh")
+    url = submit(package, host=kfp_api.url, token="fresh")
     assert "/#/runs/details/" in url and len(kfp_api.runs) == 1
 
 
 def test_api_refusing_after_an_open_health_check_creates_nothing(kfp_api, package):
     kfp_api.token, kfp_api.open_healthz = "fresh", True
     with pytest.raises(ShrinkError, match=r"look up experiment 'shrink'.*HTTP 401.*no token was sent"):
-        cluster.submit(package, host=kfp_api.url)
+        submit(package, host=kfp_api.url)
     with pytest.raises(ShrinkError, match=r"HTTP 401.*the token was rejected"):
-        cluster.list_runs(kfp_api.url, token="stale")
+        list_runs(kfp_api.url, token="stale")
     assert kfp_api.writes == []
 
 
@@ -421,26 +422,26 @@ def test_token_file_from_environment(kfp_api, package, tmp_path, monkeypatch):
     token_file = tmp_path / "token"
     token_file.write_text("from-file\n")
     monkeypatch.setenv("KF_PIPELINES_SA_TOKEN_PATH", str(token_file))
-    cluster.submit(package, host=kfp_api.url)
+    submit(package, host=kfp_api.url)
     assert len(kfp_api.runs) == 1
 
 
 def test_failed_run_creation_says_what_was_created(kfp_api, package):
     kfp_api.fail["POST /apis/v2beta1/runs"] = 500
     with pytest.raises(ShrinkError) as err:
-        cluster.submit(package, host=kfp_api.url, experiment="exp", pipeline_name="tiny")
+        submit(package, host=kfp_api.url, experiment="exp", pipeline_name="tiny")
     message = str(err.value)
     assert "create run" in message and "HTTP 500" in message and "internal error" in message
     assert "Already created" in message and "experiment 'exp'" in message and "pipeline 'tiny'" in message
     assert not kfp_api.runs
     # The leftovers are reused, not duplicated, once the server recovers.
     del kfp_api.fail["POST /apis/v2beta1/runs"]
-    cluster.submit(package, host=kfp_api.url, experiment="exp", pipeline_name="tiny")
+    submit(package, host=kfp_api.url, experiment="exp", pipeline_name="tiny")
     assert len(kfp_api.pipelines) == 1 and len(kfp_api.experiments) == 1 and len(kfp_api.runs) == 1
 
 
 def test_schedule_creates_one_recurring_run(kfp_api, package):
-    url = cluster.schedule(
+    url = schedule(
         package, host=kfp_api.url, params={"text": "x"}, cron="0 3 * * 1", max_concurrency=2
     )
     (job,) = kfp_api.recurring.values()
@@ -450,7 +451,7 @@ def test_schedule_creates_one_recurring_run(kfp_api, package):
     assert job["runtime_config"]["parameters"] == {"text": "x"}
     writes = len(kfp_api.writes)
     with pytest.raises(ShrinkError, match="already has a recurring run"):
-        cluster.schedule(package, host=kfp_api.url, cron="0 4 * * *")
+        schedule(package, host=kfp_api.url, cron="0 4 * * *")
     assert len(kfp_api.writes) == writes
 
 
@@ -460,8 +461,8 @@ def test_list_runs_reports_state_and_gate(kfp_api, package):
         {"display_name": "Promote to production", "state": "SKIPPED"},
     ]
     for _ in range(3):
-        cluster.submit(package, host=kfp_api.url, experiment="exp")
-    rows = cluster.list_runs(kfp_api.url, experiment="exp", limit=2)
+        submit(package, host=kfp_api.url, experiment="exp")
+    rows = list_runs(kfp_api.url, experiment="exp", limit=2)
     assert len(rows) == 2
     newest = max(kfp_api.runs.values(), key=lambda r: r["created_at"])
     assert rows[0]["run_id"] == newest["run_id"]
@@ -469,21 +470,21 @@ def test_list_runs_reports_state_and_gate(kfp_api, package):
     assert rows[0]["gate"] == "SUCCEEDED" and rows[0]["promote"] == "SKIPPED"
     assert rows[0]["url"].endswith(f"/#/runs/details/{newest['run_id']}")
     with pytest.raises(ShrinkError, match="no experiment 'nope'"):
-        cluster.list_runs(kfp_api.url, experiment="nope")
+        list_runs(kfp_api.url, experiment="nope")
 
 
 def test_use_object_store_puts_names_not_credentials_in_the_pipeline(tmp_path):
     @dsl.pipeline(name="shrink-s3-env")
     def with_store(text: str = "hi"):
-        cluster.use_object_store(_echo(text=text, times=1))
+        object_store.use_object_store(_echo(text=text, times=1))
 
     path = tmp_path / "p.yaml"
     compiler.Compiler().compile(with_store, package_path=str(path))
     docs = list(yaml.safe_load_all(path.read_text()))
     (executor,) = docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"].values()
     secret_env = executor["secretAsEnv"][0]
-    assert secret_env["secretName"] == cluster.S3_SECRET
-    assert {m["secretKey"] for m in secret_env["keyToEnv"]} == set(cluster.S3_SECRET_KEYS)
+    assert secret_env["secretName"] == object_store.S3_SECRET
+    assert {m["secretKey"] for m in secret_env["keyToEnv"]} == set(object_store.S3_SECRET_KEYS)
     config_env = executor["configMapAsEnv"][0]
-    assert config_env["configMapName"] == cluster.S3_CONFIG_MAP
-    assert {m["envVar"] for m in config_env["keyToEnv"]} == set(cluster.S3_CONFIG_KEYS)
+    assert config_env["configMapName"] == object_store.S3_CONFIG_MAP
+    assert {m["envVar"] for m in config_env["keyToEnv"]} == set(object_store.S3_CONFIG_KEYS)

@@ -4,8 +4,8 @@ Built-in kinds are checked field by field against the ``kubernetes`` client's
 models (an unknown or misspelled field fails, as ``kubectl apply --validate``
 would); KServe's CRDs, which the client has no models for, against a small
 schema of the fields used here. The content checks tie the manifests to the
-code: the names ``pipelines/cluster.py`` uses, the placement defaults, the
-object-store bucket, and least-privilege RBAC.
+code: the names ``pipelines/submit.py`` and ``pipelines/object_store.py`` use,
+the placement defaults, the object-store bucket, and least-privilege RBAC.
 """
 
 import base64
@@ -19,7 +19,8 @@ import pytest
 import yaml
 from kubernetes import client as k8s
 
-from pipelines import cluster
+from pipelines import object_store
+from pipelines.submit import PIPELINE_SERVICE_ACCOUNT
 from shrink import promote
 from shrink.config import PlacementConfig, StoreConfig
 
@@ -115,12 +116,12 @@ def test_schema_checker_catches_mistakes():
 def test_kustomize_builds_the_expected_objects(objects):
     found = {(o["kind"], o["metadata"]["name"]) for o in objects}
     assert found == {
-        ("ServiceAccount", cluster.PIPELINE_SERVICE_ACCOUNT),
-        ("Role", cluster.PIPELINE_SERVICE_ACCOUNT),
-        ("RoleBinding", cluster.PIPELINE_SERVICE_ACCOUNT),
+        ("ServiceAccount", PIPELINE_SERVICE_ACCOUNT),
+        ("Role", PIPELINE_SERVICE_ACCOUNT),
+        ("RoleBinding", PIPELINE_SERVICE_ACCOUNT),
         ("ConfigMap", "kfp-launcher"),
-        ("ConfigMap", cluster.S3_CONFIG_MAP),
-        ("Secret", cluster.S3_SECRET),
+        ("ConfigMap", object_store.S3_CONFIG_MAP),
+        ("Secret", object_store.S3_SECRET),
         ("ServiceAccount", "shrink-serving"),
         ("ServingRuntime", "shrink-onnxruntime"),
         ("ServingRuntime", "shrink-huggingface"),
@@ -250,22 +251,22 @@ def test_kfp_launcher_points_the_pipeline_root_at_the_object_store(objects):
 
 def test_steps_and_serving_share_one_endpoint_and_region(objects):
     default = _providers(objects)["s3"]["default"]
-    config = _get(objects, "ConfigMap", cluster.S3_CONFIG_MAP)["data"]
-    assert set(config) == set(cluster.S3_CONFIG_KEYS)
+    config = _get(objects, "ConfigMap", object_store.S3_CONFIG_MAP)["data"]
+    assert set(config) == set(object_store.S3_CONFIG_KEYS)
     assert config["AWS_ENDPOINT_URL"] == f"http://{default['endpoint']}"
     assert config["AWS_DEFAULT_REGION"] == default["region"]
-    secret = _get(objects, "Secret", cluster.S3_SECRET)
-    assert set(secret["data"]) == set(cluster.S3_SECRET_KEYS)
+    secret = _get(objects, "Secret", object_store.S3_SECRET)
+    assert set(secret["data"]) == set(object_store.S3_SECRET_KEYS)
     notes = secret["metadata"]["annotations"]
     assert notes["serving.kserve.io/s3-endpoint"] == default["endpoint"]
     assert notes["serving.kserve.io/s3-region"] == default["region"]
     assert notes["serving.kserve.io/s3-usehttps"] == ("0" if default["disableSSL"] else "1")
     serving = _get(objects, "ServiceAccount", "shrink-serving")
-    assert {"name": cluster.S3_SECRET} in serving["secrets"]
+    assert {"name": object_store.S3_SECRET} in serving["secrets"]
 
 
 def test_committed_credentials_are_placeholders(objects):
-    secret = _get(objects, "Secret", cluster.S3_SECRET)
+    secret = _get(objects, "Secret", object_store.S3_SECRET)
     for key, value in secret["data"].items():
         assert base64.b64decode(value).decode().startswith("REPLACE"), f"{key} must be a placeholder"
     ignored = subprocess.run(["git", "check-ignore", "-q", "k8s/production/s3.env"], cwd=ROOT)
@@ -274,7 +275,7 @@ def test_committed_credentials_are_placeholders(objects):
 
 def test_pipeline_account_has_least_privilege(objects):
     assert not [o for o in objects if o["kind"] in ("ClusterRole", "ClusterRoleBinding")]
-    role = _get(objects, "Role", cluster.PIPELINE_SERVICE_ACCOUNT)
+    role = _get(objects, "Role", PIPELINE_SERVICE_ACCOUNT)
     for rule in role["rules"]:
         for field in ("apiGroups", "resources", "verbs", "resourceNames"):
             assert "*" not in rule.get(field, []), f"wildcard in {field}: {rule}"
@@ -282,13 +283,13 @@ def test_pipeline_account_has_least_privilege(objects):
         if "secrets" in rule["resources"] or "configmaps" in rule["resources"]:
             assert rule["verbs"] == ["get"] and rule.get("resourceNames"), f"read only named objects: {rule}"
     secret_rules = [r for r in role["rules"] if "secrets" in r["resources"]]
-    assert [r["resourceNames"] for r in secret_rules] == [[cluster.S3_SECRET]]
-    binding = _get(objects, "RoleBinding", cluster.PIPELINE_SERVICE_ACCOUNT)
+    assert [r["resourceNames"] for r in secret_rules] == [[object_store.S3_SECRET]]
+    binding = _get(objects, "RoleBinding", PIPELINE_SERVICE_ACCOUNT)
     assert binding["roleRef"] == {
         "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role["metadata"]["name"]
     }
     assert binding["subjects"] == [
-        {"kind": "ServiceAccount", "name": cluster.PIPELINE_SERVICE_ACCOUNT, "namespace": NAMESPACE}
+        {"kind": "ServiceAccount", "name": PIPELINE_SERVICE_ACCOUNT, "namespace": NAMESPACE}
     ]
 
 
@@ -306,7 +307,7 @@ def test_production_overlay_differs_only_in_credentials(objects, tmp_path):
         )
 
     assert without_secret_data(production) == without_secret_data(objects)
-    secret = _get(production, "Secret", cluster.S3_SECRET)
+    secret = _get(production, "Secret", object_store.S3_SECRET)
     assert base64.b64decode(secret["data"]["AWS_ACCESS_KEY_ID"]).decode() == "real-id"
 
 
@@ -317,5 +318,5 @@ def test_multi_user_namespace_moves_everything(tmp_path):
     (copy / "kustomization.yaml").write_text(text)
     objects = _build(copy)
     assert {o["metadata"]["namespace"] for o in objects} == {"team-a"}
-    binding = _get(objects, "RoleBinding", cluster.PIPELINE_SERVICE_ACCOUNT)
+    binding = _get(objects, "RoleBinding", PIPELINE_SERVICE_ACCOUNT)
     assert binding["subjects"][0]["namespace"] == "team-a"
