@@ -16,6 +16,7 @@ Dense kernels do not run zeros faster, so this buys storage (see
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -252,6 +253,26 @@ def _update_if_due(pruner, schedule: Schedule, step: int) -> None:
         pruner.update(schedule.sparsity(step))
 
 
+def _after_step(
+    pruner, schedule: Schedule, total: int, model: nn.Module, on_step: StepCallback | None
+) -> Callable[[int], None]:
+    """The training loop's hook: ``on_step(step, model)`` first, then the masks for the step that follows.
+
+    ``on_step`` sees the masks the step trained with; after the last step the
+    caller applies the final sparsity itself.
+    """
+
+    def hook(step: int) -> None:
+        if on_step is not None:
+            on_step(step, model)
+        if step % max(1, total // 10) == 0:
+            log.info("pruning: step %d/%d, target sparsity %.3f", step, total, schedule.sparsity(step))
+        if step < total:
+            _update_if_due(pruner, schedule, step)
+
+    return hook
+
+
 def prune_model(
     model: nn.Module,
     data: PruneData,
@@ -282,23 +303,14 @@ def prune_model(
         schedule.end,
         total,
     )
-
-    def after_step(step: int) -> None:
-        if on_step is not None:
-            on_step(step, model)
-        if step % max(1, total // 10) == 0:
-            log.info("prune %s: step %d/%d, target sparsity %.3f", method, step, total, schedule.sparsity(step))
-        if step < total:
-            _update_if_due(pruner, schedule, step)
-
-    _update_if_due(pruner, schedule, 0)
+    _update_if_due(pruner, schedule, 0)  # the masks the first step trains with
     stats = train_with_teacher(
         model,
         data,
         cfg,
         device,
         desc=f"prune {method}",
-        on_step=after_step,
+        on_step=_after_step(pruner, schedule, total, model, on_step),
         extra_groups=pruner.parameter_groups(),
     )
     pruner.update(schedule.final)  # the schedule may end exactly at the last step
