@@ -51,8 +51,7 @@ def dir_bytes(directory: Path) -> int:
 
 def size_breakdown(model, artifact: Path, dense_artifact: Path) -> dict:
     """Stored (compact sparse format) against dense fp32 bytes: encoder, word embeddings, whole artifact."""
-    from shrink.prune import dense_bytes
-    from shrink.sparse import stored_size
+    from shrink.sparse import dense_bytes, stored_size
 
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     encoder = {k: v for k, v in state.items() if ".encoder." in k}

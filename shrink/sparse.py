@@ -107,6 +107,11 @@ def stored_size(state: dict[str, Any]) -> int:
     return len(encode(state))
 
 
+def dense_bytes(state: dict[str, Any]) -> int:
+    """Bytes ``state`` takes as plain dense safetensors: the baseline :func:`stored_size` is compared with."""
+    return sum(t.numel() * t.element_size() for t in state.values())
+
+
 def save_weights(state: dict[str, Any], path: str | Path) -> int:
     """Write ``state`` in the compact format; returns the file's size in bytes."""
     path = Path(path)

@@ -319,16 +319,18 @@ class FitResult:
 
 
 class NonFiniteLoss(ShrinkError):
-    """Training diverged; the model holds the best checkpoint so far (if an epoch finished)."""
+    """Training diverged; the model holds the best checkpoint so far (if an epoch finished and one was kept).
 
-    def __init__(self, message: str, result: FitResult):
+    Attributes:
+        result: What the run did up to the failure.
+        has_checkpoint: Whether the model was reset to a finished epoch's checkpoint, so there is
+            something worth saving.
+    """
+
+    def __init__(self, message: str, result: FitResult, has_checkpoint: bool | None = None):
         super().__init__(message)
         self.result = result
-
-    @property
-    def has_checkpoint(self) -> bool:
-        """Whether an epoch finished before the loss diverged, so there is a checkpoint to keep."""
-        return self.result.best_epoch > 0
+        self.has_checkpoint = result.best_epoch > 0 if has_checkpoint is None else has_checkpoint
 
 
 def linear_warmup_decay(optimizer, warmup: int, total: int):
@@ -365,6 +367,43 @@ def adamw(model, cfg: TrainConfig, extra_groups: list[dict[str, Any]] | None = N
         return torch.optim.AdamW(groups + extra_groups, lr=cfg.learning_rate)
 
 
+def _targets(
+    model,
+    train: Encoded,
+    alpha: float,
+    teacher_logits: np.ndarray | torch.Tensor | None,
+    teacher_states: np.ndarray | None,
+    patient_weight: float,
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The teacher's logits and [CLS] states as tensors, checked against the training rows they align with.
+
+    The states come back only when patient distillation is on (``patient_weight > 0``).
+    """
+    if teacher_logits is not None:
+        teacher_logits = torch.as_tensor(np.asarray(teacher_logits, dtype=np.float32))
+        if teacher_logits.shape[0] != len(train):
+            raise ShrinkError(
+                f"teacher logits: {teacher_logits.shape[0]} rows for {len(train)} training examples"
+            )
+    elif alpha < 1.0:
+        raise ShrinkError(f"alpha: {alpha} < 1 needs teacher logits")
+    if teacher_states is None or patient_weight <= 0:
+        return teacher_logits, None
+    want = (len(train), model.config.num_hidden_layers, model.config.hidden_size)
+    if tuple(teacher_states.shape) != want:
+        raise ShrinkError(f"teacher [CLS] states: shape {tuple(teacher_states.shape)}, expected {want}")
+    return teacher_logits, torch.from_numpy(np.asarray(teacher_states))
+
+
+def _optimizer_step(model, optimizer, scheduler, loss: torch.Tensor, max_grad_norm: float) -> None:
+    """Backward, clip the gradient norm, step the optimiser and the learning-rate schedule."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+    optimizer.step()
+    scheduler.step()
+
+
 def fit(
     model,
     train: Encoded,
@@ -379,6 +418,8 @@ def fit(
     on_step: Callable[[int], None] | None = None,
     teacher_states: np.ndarray | None = None,
     patient_weight: float = 0.0,
+    extra_groups: list[dict[str, Any]] | None = None,
+    keep_best: bool = True,
 ) -> FitResult:
     """Train ``model`` in place with :func:`kd_loss`; it ends holding the best validation checkpoint.
 
@@ -386,28 +427,23 @@ def fit(
     in memory and restored at the end, and training stops after
     ``cfg.early_stopping_patience`` epochs without improvement. ``teacher_logits``
     are rows aligned with ``train`` (computed once, reused every epoch).
-    ``on_step(step)`` runs after every optimiser step (pruning re-applies masks there).
     ``teacher_states`` (``[N, student layers, hidden]``, aligned with ``train``) adds
     ``patient_weight * patient_loss`` on the student's per-layer [CLS] states.
+
+    Pruning trains through the same loop with two hooks. ``on_step(step)`` runs
+    after every optimiser step, ``step`` counting the steps done, so it is where
+    the masks for the next step are recomputed; ``extra_groups`` are optimiser
+    groups beside the model's (movement pruning's scores). ``keep_best=False``
+    runs every step and ends with the last weights, no early stopping and no
+    checkpoint restored: pruning's earlier epochs are less sparse, and the point
+    is the model at the target sparsity.
 
     Raises:
         NonFiniteLoss: the loss became NaN or infinite; the model is reset to the
             best checkpoint so far, which the caller can still save.
     """
-    if teacher_logits is not None:
-        teacher_logits = torch.as_tensor(np.asarray(teacher_logits, dtype=np.float32))
-        if teacher_logits.shape[0] != len(train):
-            raise ShrinkError(
-                f"teacher logits: {teacher_logits.shape[0]} rows for {len(train)} training examples"
-            )
-    elif alpha < 1.0:
-        raise ShrinkError(f"alpha: {alpha} < 1 needs teacher logits")
-    patient = teacher_states is not None and patient_weight > 0
-    if patient:
-        want = (len(train), model.config.num_hidden_layers, model.config.hidden_size)
-        if tuple(teacher_states.shape) != want:
-            raise ShrinkError(f"teacher [CLS] states: shape {tuple(teacher_states.shape)}, expected {want}")
-        teacher_states = torch.from_numpy(np.asarray(teacher_states))
+    teacher_logits, teacher_states = _targets(model, train, alpha, teacher_logits, teacher_states, patient_weight)
+    patient = teacher_states is not None
     device = device or select_device(cfg.device)
     seed_everything(cfg.seed)
     model.to(device)
@@ -416,7 +452,7 @@ def fit(
     lengths = train.lengths
     steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
     total = min(cfg.epochs * steps_per_epoch, cfg.max_steps or math.inf)
-    optimizer = adamw(model, cfg)
+    optimizer = adamw(model, cfg, extra_groups)
     scheduler = linear_warmup_decay(optimizer, int(cfg.warmup_ratio * total), int(total))
     result = FitResult(device=str(device))
     best_state: dict[str, torch.Tensor] | None = None
@@ -429,13 +465,12 @@ def fit(
         if best_state is not None:
             model.load_state_dict(best_state)
         result.train_seconds = time.monotonic() - start
-        kept = (
-            f"best checkpoint so far: epoch {result.best_epoch}, val accuracy {result.best_val_accuracy:.4f}"
-        )
+        if best_state is not None:
+            kept = f"best checkpoint so far: epoch {result.best_epoch}, val accuracy {result.best_val_accuracy:.4f}"
+        else:
+            kept = "no epoch finished, nothing kept" if keep_best else "no checkpoint kept"
         return NonFiniteLoss(
-            f"{desc}: {message}; {kept if best_state is not None else 'no epoch finished, nothing kept'}"
-            " (lower the learning rate or raise warmup)",
-            result,
+            f"{desc}: {message}; {kept} (lower the learning rate or raise warmup)", result, best_state is not None
         )
 
     for epoch in range(1, cfg.epochs + 1):
@@ -456,11 +491,7 @@ def fit(
             value = loss.item()
             if not math.isfinite(value):
                 raise diverged(f"non-finite loss ({value}) at epoch {epoch}, step {result.steps + 1}")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
+            _optimizer_step(model, optimizer, scheduler, loss, cfg.max_grad_norm)
             result.steps += 1
             if on_step is not None:
                 on_step(result.steps)
@@ -478,7 +509,8 @@ def fit(
         )
         if val_acc > result.best_val_accuracy:
             result.best_val_accuracy, result.best_epoch, stale = val_acc, epoch, 0
-            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+            if keep_best:
+                best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
         else:
             stale += 1
         log.info(
@@ -495,7 +527,7 @@ def fit(
         )
         if result.steps >= total:
             break
-        if cfg.early_stopping_patience and stale >= cfg.early_stopping_patience:
+        if keep_best and cfg.early_stopping_patience and stale >= cfg.early_stopping_patience:
             result.stopped_early = True
             log.info("%s: no better validation accuracy for %d epochs, stopping early", desc, stale)
             break

@@ -15,21 +15,12 @@ from shrink.artifact import read_meta
 from shrink.augment import augment_texts
 from shrink.config import AugmentConfig, DataConfig, DistillConfig, SearchConfig, TeacherConfig, TrainConfig, from_dict
 from shrink.data import load_prepared, prepare
-from shrink.distill import (
-    LOGITS_FILE,
-    LOGITS_INFO,
-    TRANSFER_TEXTS,
-    compute_teacher_logits,
-    distill,
-    encode_splits,
-    kd_loss,
-    student_from_teacher,
-    train_and_save,
-    train_teacher,
-)
+from shrink.distill import distill, kd_loss, student_from_teacher
 from shrink.errors import ShrinkError
+from shrink.finetune import encode_splits, train_and_save
 from shrink.models import load_classifier, load_pytorch_artifact, load_tokenizer, tiny_bert
 from shrink.runtime import open_classifier
+from shrink.teacher import LOGITS_FILE, LOGITS_INFO, TRANSFER_TEXTS, compute_teacher_logits, train_teacher
 from shrink.train import (
     THREADS_ENV,
     UNLABELED,

@@ -27,8 +27,7 @@ def distill(
     """
     from shrink.config import DistillConfig, from_dict, parse_trial
     from shrink.distill import distill as run
-    from shrink.distill import from_kfp
-    from shrink.kfp_io import component_main
+    from shrink.kfp_io import component_main, from_kfp
 
     with component_main("distill", metrics):
         cfg = from_dict(DistillConfig, from_kfp(distill), "distill")

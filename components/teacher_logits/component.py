@@ -17,8 +17,8 @@ def teacher_logits(dataset: Input[Dataset], teacher: Input[Model], distill: dict
             layers when ``patient_weight`` > 0 (the teacher's [CLS] states are stored for them).
     """
     from shrink.config import DistillConfig, from_dict
-    from shrink.distill import compute_teacher_logits, from_kfp
-    from shrink.kfp_io import component_main
+    from shrink.kfp_io import component_main, from_kfp
+    from shrink.teacher import compute_teacher_logits
 
     with component_main("teacher_logits"):
         cfg = from_dict(DistillConfig, from_kfp(distill), "distill")

@@ -15,9 +15,8 @@ def train_teacher(dataset: Input[Dataset], teacher: dict, model: Output[Model], 
         metrics: Validation and test accuracy, and the training time.
     """
     from shrink.config import TeacherConfig, from_dict
-    from shrink.distill import from_kfp
-    from shrink.distill import train_teacher as run
-    from shrink.kfp_io import component_main
+    from shrink.kfp_io import component_main, from_kfp
+    from shrink.teacher import train_teacher as run
 
     with component_main("train_teacher", metrics):
         meta = run(from_dict(TeacherConfig, from_kfp(teacher), "teacher"), dataset.path, model.path)
