@@ -17,9 +17,9 @@ import time
 from typing import Any
 
 from shrink.errors import ShrinkError
-from shrink.slo import HIGHER, METRICS, GateConfig, Goal
+from shrink.record import lookup, metric_value, record_problems, summarize
+from shrink.slo import HIGHER, GateConfig, Goal
 
-SCHEMA = "shrink.benchmark/v1"
 DECISION_SCHEMA = "shrink.decision/v1"
 BASELINE = "teacher"
 # Relative slack on comparisons: 0.9 - 0.01 must not fail 0.89 by a rounding error.
@@ -33,114 +33,6 @@ POLICY_KEYS = {
     "highest_throughput": ("-throughput_qps", "p95_ms", "-accuracy", "size_mb"),
     "lowest_memory": ("memory_mb", "p95_ms", "-accuracy", "size_mb"),
 }
-
-
-# --------------------------------------------------------------------------- records
-
-
-def _number(x: Any) -> bool:
-    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
-
-
-def _get(record: dict, path: tuple[str, ...]) -> Any:
-    value: Any = record
-    for key in path:
-        if not isinstance(value, dict) or key not in value:
-            return None
-        value = value[key]
-    return value
-
-
-def record_problems(record: Any) -> list[str]:
-    """Why a benchmark record cannot be trusted (empty when it can)."""
-    if not isinstance(record, dict):
-        return [f"benchmark record is not a JSON object ({type(record).__name__})"]
-    if record.get("error"):
-        return [str(record["error"])]
-    if record.get("schema") != SCHEMA:
-        return [f"schema is {record.get('schema')!r}, expected {SCHEMA!r}"]
-    problems = []
-    required = {
-        ("accuracy", "accuracy"): "fraction",
-        ("accuracy", "majority_fraction"): "fraction",
-        ("latency_ms", "p50"): "positive",
-        ("latency_ms", "p95"): "positive",
-        ("size", "model_mb"): "nonnegative",
-    }
-    for path, rule in required.items():
-        value = _get(record, path)
-        name = ".".join(path)
-        if value is None:
-            problems.append(f"{name} is missing")
-        elif not _number(value):
-            problems.append(f"{name} is not a finite number ({value!r})")
-        elif rule == "fraction" and not 0 <= value <= 1:
-            problems.append(f"{name} = {value} is outside [0, 1]")
-        elif rule == "positive" and value <= 0:
-            problems.append(f"{name} = {value} must be > 0")
-        elif rule == "nonnegative" and value < 0:
-            problems.append(f"{name} = {value} must be >= 0")
-    if not isinstance(_get(record, ("accuracy", "per_class")), dict):
-        problems.append("accuracy.per_class is missing")
-    for path in (("hardware", "fingerprint"), ("dataset", "fingerprint"), ("artifact", "content_hash")):
-        if not isinstance(_get(record, path), str) or not _get(record, path):
-            problems.append(f"{'.'.join(path)} is missing")
-    if not isinstance(record.get("label_names"), list) or not record.get("label_names"):
-        problems.append("label_names is missing")
-    return problems
-
-
-def metric_value(record: dict, goal_or_metric: Goal | str) -> Any:
-    """The value a goal is checked on: a number, a {label: fraction} mapping, or None when not measured."""
-    metric = goal_or_metric.metric if isinstance(goal_or_metric, Goal) else goal_or_metric
-    batch = goal_or_metric.batch_size if isinstance(goal_or_metric, Goal) else None
-    spec = METRICS[metric]
-    value = _get(record, spec.path)
-    if metric == "throughput_qps":
-        if not isinstance(value, dict) or not value:
-            return None
-        if batch is not None:
-            value = value.get(str(batch))
-        else:
-            numbers = [v for v in value.values() if _number(v)]
-            value = max(numbers) if numbers else None
-    if spec.per_class:
-        # None marks a class absent from the evaluated test examples: nothing to compare for it.
-        if not isinstance(value, dict) or not all(v is None or _number(v) for v in value.values()):
-            return None
-        return {label: v for label, v in value.items() if v is not None}
-    return value if _number(value) else None
-
-
-def summarize(record: dict, baseline: dict | None) -> dict[str, Any]:
-    """The few figures a table shows, with speed-up and size reduction against the baseline."""
-    qps = record.get("throughput_qps") if isinstance(record.get("throughput_qps"), dict) else {}
-    numeric = all(_number(v) for v in qps.values())
-    best_batch = max(qps, key=lambda k: qps[k], default=None) if numeric else None
-    artifact = record.get("artifact") or {}
-    out = {
-        "size_mb": metric_value(record, "size_mb"),
-        "p50_ms": metric_value(record, "p50_latency_ms"),
-        "p95_ms": metric_value(record, "p95_latency_ms"),
-        "throughput_qps": qps.get(best_batch) if best_batch is not None else None,
-        "throughput_batch": int(best_batch) if best_batch is not None and str(best_batch).isdigit() else None,
-        "accuracy": metric_value(record, "accuracy"),
-        "oos_recall": metric_value(record, "oos_recall"),
-        "memory_mb": metric_value(record, "memory_mb"),
-        "majority_fraction": metric_value(record, "majority_fraction"),
-        "format": artifact.get("format"),
-        "precision": artifact.get("precision"),
-        "technique": artifact.get("technique"),
-        "speedup_p50": None,
-        "size_reduction": None,
-    }
-    if baseline is not None:
-        b50, bsize = metric_value(baseline, "p50_latency_ms"), metric_value(baseline, "size_mb")
-        if b50 and out["p50_ms"]:
-            out["speedup_p50"] = b50 / out["p50_ms"]
-        if bsize and out["size_mb"] is not None:
-            out["size_reduction"] = 1 - out["size_mb"] / bsize
-    return out
 
 
 # --------------------------------------------------------------------------- goals
@@ -175,10 +67,10 @@ def _violation(measured: float, limit: float, higher: bool) -> float:
 def _comparable(goal: Goal, candidate: dict, base: dict, base_name: str) -> str | None:
     """Why ``candidate`` cannot be compared with ``base`` on this goal (None when it can)."""
     fingerprint = ("hardware", "fingerprint")
-    if goal.spec.hardware and _get(candidate, fingerprint) != _get(base, fingerprint):
+    if goal.spec.hardware and lookup(candidate, fingerprint) != lookup(base, fingerprint):
         return f"hardware mismatch: {base_name} was measured on other hardware"
     if goal.spec.unit == "fraction" and (
-        _get(candidate, ("dataset", "fingerprint")) != _get(base, ("dataset", "fingerprint"))
+        lookup(candidate, ("dataset", "fingerprint")) != lookup(base, ("dataset", "fingerprint"))
         or candidate.get("label_names") != base.get("label_names")
     ):
         return f"dataset mismatch: {base_name} was evaluated on another test set or label set"
@@ -242,7 +134,7 @@ def evaluate_goal(
         if why:
             result["reason"] = why
             return result
-    if goal.metric in ("oos_recall", "oos_precision") and _get(record, ("dataset", "has_oos")) is False:
+    if goal.metric in ("oos_recall", "oos_precision") and lookup(record, ("dataset", "has_oos")) is False:
         result.update(passed=True, reason="not applicable: the dataset has no oos label")
         return result
     measured = metric_value(record, goal)
@@ -264,7 +156,7 @@ def evaluate_goal(
     # Per class: every class must meet its own limit, beyond what its number of test examples explains.
     # The worst failing class is reported (the worst class overall when none fails), and so is every class
     # below its limit by no more than noise.
-    support = _get(record, ("accuracy", "per_class_support"))
+    support = lookup(record, ("accuracy", "per_class_support"))
     support = support if isinstance(support, dict) else {}
     per_class_alpha = class_alpha / max(1, len(measured)) if higher else 0.0
     gaps, failing, total, within_noise = {}, [], 0.0, {}
@@ -365,7 +257,7 @@ def _production_view(
     digest = production.get("content_hash")
 
     def same_model(r: dict | None) -> bool:
-        return bool(digest) and isinstance(r, dict) and not record_problems(r) and _get(
+        return bool(digest) and isinstance(r, dict) and not record_problems(r) and lookup(
             r, ("artifact", "content_hash")) == digest
 
     fresh = [r for r in records if same_model(r)]
@@ -451,8 +343,8 @@ def decide(
         if record["hardware"]["fingerprint"] != usable_baseline["hardware"]["fingerprint"]:
             entry["reasons"].append(
                 "hardware mismatch: measured on "
-                f"{_get(record, ('hardware', 'cpu_model'))!r} ({record['hardware']['fingerprint'][:12]}), "
-                f"the teacher on {_get(usable_baseline, ('hardware', 'cpu_model'))!r} "
+                f"{lookup(record, ('hardware', 'cpu_model'))!r} ({record['hardware']['fingerprint'][:12]}), "
+                f"the teacher on {lookup(usable_baseline, ('hardware', 'cpu_model'))!r} "
                 f"({usable_baseline['hardware']['fingerprint'][:12]}); not compared"
             )
             entry["mismatch"] = True
@@ -477,7 +369,7 @@ def decide(
         failed = [c for c in entry["checks"] if not c["passed"]]
         entry["reasons"] += [f"{c['slo']}: {c['reason']}" for c in failed]
         entry["status"] = "pass" if not failed else "fail"
-        if production and production.get("content_hash") and production["content_hash"] == _get(
+        if production and production.get("content_hash") and production["content_hash"] == lookup(
                 record, ("artifact", "content_hash")):
             entry["in_production"] = True
     for entry in entries:
