@@ -11,19 +11,26 @@ the decision names the candidate that came closest.
 
 Two steps, kept apart: :func:`judge` gives one candidate its verdict against the
 baselines (:func:`resolve_baselines`, the same for all), and :func:`choose` picks
-among those that pass by the policy; :func:`decide` composes them. Records are
-read through :mod:`shrink.record`.
+among those that pass by the policy; :func:`decide` composes them, and
+:func:`run_gate` is the pipeline step around it (read the records, decide, write
+the decision and the report). Records are read through :mod:`shrink.record`.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from shrink.champion import CANDIDATE as CHAMPION
 from shrink.errors import ShrinkError
-from shrink.record import Record, lookup, metric_value, record_problems, summarize
+from shrink.logs import log
+from shrink.promote import current_production
+from shrink.record import Record, lookup, metric_value, read_record, record_problems, summarize
+from shrink.report import format_table, write_report
 from shrink.slo import HIGHER, GateConfig, Goal
 
 DECISION_SCHEMA = "shrink.decision/v1"
@@ -526,3 +533,86 @@ def _config_dict(cfg: GateConfig) -> dict:
     from shrink.config import to_dict
 
     return to_dict(cfg)
+
+
+# --------------------------------------------------------------------------- the gate step
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """The decision, and what the gate step publishes of it (KFP metadata and metrics)."""
+
+    decision: dict
+
+    @property
+    def chosen(self) -> str:
+        """The chosen candidate's name, or "" when nothing may be promoted."""
+        return self.decision["chosen"] or ""
+
+    @property
+    def passing(self) -> list[str]:
+        """The eligible candidates that pass every check."""
+        return [c["name"] for c in self.decision["candidates"] if c["status"] == "pass" and c["eligible"]]
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """The decision artifact's metadata: chosen, passing, policy, closest."""
+        return {"chosen": self.chosen, "passing": self.passing, "policy": self.decision["policy"]["name"],
+                "closest": (self.decision["closest"] or {}).get("name", "")}
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        """Candidates judged and passing, and the chosen candidate's headline figures."""
+        out: dict[str, float] = {"candidates": len(self.decision["candidates"]), "passing": len(self.passing)}
+        if self.chosen:
+            summary = next(c for c in self.decision["candidates"] if c["name"] == self.chosen)["summary"]
+            for key in ("accuracy", "p50_ms", "p95_ms", "size_mb", "speedup_p50", "size_reduction"):
+                if summary.get(key) is not None:
+                    out[f"chosen_{key}"] = float(summary[key])
+        return out
+
+
+def run_gate(
+    candidates: dict[str, str | Path],
+    production_record: str | Path | None,
+    cfg: GateConfig,
+    model_name: str,
+    decision_path: str | Path,
+    report_path: str | Path,
+) -> GateResult:
+    """The gate step: read each candidate's benchmark result, decide, write the decision and the report.
+
+    Args:
+        candidates: Candidate name -> its benchmark result (a JSON file, or a folder holding
+            ``benchmark.json``), for the candidates this run produced. An unreadable one makes
+            that candidate invalid, it does not stop the gate.
+        production_record: This run's record of the production model (the benchmark_production
+            step), or None; unreadable or absent, the record stored at its promotion is used.
+        cfg: The gate section.
+        model_name: Registry name of the production model (overrides ``cfg.model_name``).
+        decision_path: Where the decision record (JSON) goes.
+        report_path: Where the HTML report goes.
+
+    Returns:
+        The decision and what to publish of it.
+
+    Raises:
+        ShrinkError: champion/challenger is on but no model name says which production model.
+    """
+    records = [read_record(path, name) for name, path in candidates.items()]
+    pointer = None
+    name = model_name or cfg.model_name
+    if cfg.compare_to_production:
+        if not name:
+            raise ShrinkError("gate.model_name: needed to compare with the production model "
+                              "(or set gate.compare_to_production: false)")
+        pointer = current_production(name, cfg.registry_uri)
+        log.info("production: %s", pointer["version"] if pointer else "none yet")
+    champion = read_record(production_record, CHAMPION) if production_record is not None else None
+    decision = decide(records, cfg, pointer, champion)
+    Path(decision_path).parent.mkdir(parents=True, exist_ok=True)
+    Path(decision_path).write_text(json.dumps(decision, indent=2))
+    write_report(decision, records, report_path)
+    for line in format_table(decision).splitlines():
+        log.info("%s", line)
+    return GateResult(decision)
