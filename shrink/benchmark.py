@@ -17,6 +17,9 @@ processes (``latency_rounds``), each pinned to fixed cores, and pooled: one
 process's p50 is precise but drifts from the next process's by more than its own
 confidence interval, and the pooled figure is what repeats from run to run.
 
+What is measured goes into one :class:`shrink.record.BenchmarkRecord`, the document the
+gate, the report and promotion read; :mod:`shrink.record` owns its schema.
+
 Command line (a single candidate, by hand)::
 
     python -m shrink.benchmark MODEL_DIR DATASET_DIR --candidate student [--config c.yaml] [--out r.json]
@@ -43,14 +46,13 @@ from shrink.artifact import META_FILE, ArtifactMeta, model_files, read_meta
 from shrink.config import BenchmarkConfig, from_dict, load_yaml, to_dict
 from shrink.errors import ShrinkError
 from shrink.metrics import accuracy_report, bootstrap_ci, confusion_matrix, percentiles
+from shrink.record import SCHEMA, BenchmarkRecord, write_record
 
 __all__ = [
-    "SCHEMA", "Measurement", "accuracy_report", "bootstrap_ci", "confusion_matrix", "count_parameters",
-    "eval_selection", "flat_metrics", "measure", "percentiles", "pinned_cpus", "run_benchmark", "size_report",
-    "write_record",
+    "Measurement", "accuracy_report", "bootstrap_ci", "confusion_matrix", "count_parameters",
+    "eval_selection", "measure", "percentiles", "pinned_cpus", "run_benchmark", "size_report",
 ]
 
-SCHEMA = "shrink.benchmark/v1"
 # Sizes are in MiB (2**20 bytes), the unit of the usual reference figures: BERT-base FP32 is "418 MB".
 MB = 1024 * 1024
 
@@ -409,7 +411,7 @@ def _timed_rounds(base: dict[str, Any], cfg: BenchmarkConfig) -> dict[str, Any]:
 class Measurement:
     """A benchmark record plus the confusion matrix behind its accuracy (for KFP's ClassificationMetrics)."""
 
-    record: dict[str, Any]
+    record: BenchmarkRecord
     confusion: list[list[int]]
     label_names: list[str]
 
@@ -509,7 +511,7 @@ def measure(
     instance_cores = cfg.instance_cores or hardware["logical_cpus"]
     usd_per_million = cfg.instance_price_per_hour / 3600.0 / (qps_per_core * instance_cores) * 1e6
     artifact = meta.as_parent(model_uri)
-    record = {
+    record: BenchmarkRecord = {
         "schema": SCHEMA,
         "candidate": candidate,
         "artifact": {**{k: artifact[k] for k in ("technique", "format", "precision", "content_hash", "uri")},
@@ -552,7 +554,7 @@ def run_benchmark(
     cfg: BenchmarkConfig,
     candidate: str,
     model_uri: str | None = None,
-) -> dict[str, Any]:
+) -> BenchmarkRecord:
     """Benchmark one candidate artifact on a prepared dataset; returns the ``shrink.benchmark/v1`` record.
 
     Accuracy is computed on the whole test split (or ``max_eval_examples`` of it);
@@ -564,32 +566,6 @@ def run_benchmark(
             is measured in these cases.
     """
     return measure(model_dir, dataset_dir, cfg, candidate, model_uri).record
-
-
-def write_record(record: dict[str, Any], path: str | Path) -> Path:
-    """Write a record as JSON (the benchmark component's ``result`` file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=2))
-    return path
-
-
-def flat_metrics(record: dict[str, Any]) -> dict[str, float]:
-    """The numbers worth a column in the KFP UI: one flat name per figure, no nulls."""
-    acc, lat, size = record["accuracy"], record["latency_ms"], record["size"]
-    flat = {
-        "accuracy": acc["accuracy"], "in_scope_accuracy": acc["in_scope_accuracy"],
-        "oos_recall": acc["oos_recall"], "oos_precision": acc["oos_precision"],
-        "macro_f1": acc["macro_f1"], "majority_fraction": acc["majority_fraction"],
-        "p50_ms": lat["p50"], "p95_ms": lat["p95"], "p99_ms": lat["p99"], "mean_ms": lat["mean"],
-        "model_p50_ms": lat["model_p50"], "p50_round_spread": lat.get("round_spread"),
-        "size_mb": size["model_mb"], "parameters": size["parameters"],
-        "nonzero_parameters": size["nonzero_parameters"],
-        **{f"qps_b{b}": q for b, q in record["throughput_qps"].items()},
-        "peak_rss_mb": record["memory"]["peak_rss_mb"], "load_time_s": record["load_time_s"],
-        "qps_per_core": record["cost"]["qps_per_core"], "usd_per_million": record["cost"]["usd_per_million"],
-    }
-    return {k: float(v) for k, v in flat.items() if v is not None}
 
 
 # --------------------------------------------------------------------------- command line

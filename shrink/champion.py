@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any
 
 from shrink import storage
 from shrink.artifact import read_meta
 from shrink.config import BenchmarkConfig
 from shrink.errors import ShrinkError
 from shrink.logs import log
+from shrink.record import AbsentRecord, BenchmarkRecord
 
 __all__ = ["CANDIDATE", "fetch_production", "measure_production"]
 
@@ -55,7 +55,7 @@ def fetch_production(model_name: str, registry_uri: str, out_dir: str | Path, s3
 
 def measure_production(
     model_name: str, registry_uri: str, dataset_dir: str | Path, cfg: BenchmarkConfig, work_dir: str | Path
-) -> dict[str, Any]:
+) -> BenchmarkRecord | AbsentRecord:
     """The champion's benchmark record from this run, or ``{"candidate", "absent": why}`` when there is none.
 
     The record is the benchmark's own (``shrink.benchmark/v1``) with the alias's

@@ -8,18 +8,31 @@ the model behind the ``production`` alias, for champion/challenger); the
 decision keeps both the goal as written and the limit it became, so a reader
 can check every verdict by hand. When nothing passes, nothing is promoted and
 the decision names the candidate that came closest.
+
+Two steps, kept apart: :func:`judge` gives one candidate its verdict against the
+baselines (:func:`resolve_baselines`, the same for all), and :func:`choose` picks
+among those that pass by the policy; :func:`decide` composes them, and
+:func:`run_gate` is the pipeline step around it (read the records, decide, write
+the decision and the report). Records are read through :mod:`shrink.record`.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import time
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from shrink.champion import CANDIDATE as CHAMPION
 from shrink.errors import ShrinkError
-from shrink.slo import HIGHER, METRICS, GateConfig, Goal
+from shrink.logs import log
+from shrink.promote import current_production
+from shrink.record import Record, lookup, metric_value, read_record, record_problems, summarize
+from shrink.report import format_table, write_report
+from shrink.slo import HIGHER, GateConfig, Goal
 
-SCHEMA = "shrink.benchmark/v1"
 DECISION_SCHEMA = "shrink.decision/v1"
 BASELINE = "teacher"
 # Relative slack on comparisons: 0.9 - 0.01 must not fail 0.89 by a rounding error.
@@ -33,114 +46,6 @@ POLICY_KEYS = {
     "highest_throughput": ("-throughput_qps", "p95_ms", "-accuracy", "size_mb"),
     "lowest_memory": ("memory_mb", "p95_ms", "-accuracy", "size_mb"),
 }
-
-
-# --------------------------------------------------------------------------- records
-
-
-def _number(x: Any) -> bool:
-    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
-
-
-def _get(record: dict, path: tuple[str, ...]) -> Any:
-    value: Any = record
-    for key in path:
-        if not isinstance(value, dict) or key not in value:
-            return None
-        value = value[key]
-    return value
-
-
-def record_problems(record: Any) -> list[str]:
-    """Why a benchmark record cannot be trusted (empty when it can)."""
-    if not isinstance(record, dict):
-        return [f"benchmark record is not a JSON object ({type(record).__name__})"]
-    if record.get("error"):
-        return [str(record["error"])]
-    if record.get("schema") != SCHEMA:
-        return [f"schema is {record.get('schema')!r}, expected {SCHEMA!r}"]
-    problems = []
-    required = {
-        ("accuracy", "accuracy"): "fraction",
-        ("accuracy", "majority_fraction"): "fraction",
-        ("latency_ms", "p50"): "positive",
-        ("latency_ms", "p95"): "positive",
-        ("size", "model_mb"): "nonnegative",
-    }
-    for path, rule in required.items():
-        value = _get(record, path)
-        name = ".".join(path)
-        if value is None:
-            problems.append(f"{name} is missing")
-        elif not _number(value):
-            problems.append(f"{name} is not a finite number ({value!r})")
-        elif rule == "fraction" and not 0 <= value <= 1:
-            problems.append(f"{name} = {value} is outside [0, 1]")
-        elif rule == "positive" and value <= 0:
-            problems.append(f"{name} = {value} must be > 0")
-        elif rule == "nonnegative" and value < 0:
-            problems.append(f"{name} = {value} must be >= 0")
-    if not isinstance(_get(record, ("accuracy", "per_class")), dict):
-        problems.append("accuracy.per_class is missing")
-    for path in (("hardware", "fingerprint"), ("dataset", "fingerprint"), ("artifact", "content_hash")):
-        if not isinstance(_get(record, path), str) or not _get(record, path):
-            problems.append(f"{'.'.join(path)} is missing")
-    if not isinstance(record.get("label_names"), list) or not record.get("label_names"):
-        problems.append("label_names is missing")
-    return problems
-
-
-def metric_value(record: dict, goal_or_metric: Goal | str) -> Any:
-    """The value a goal is checked on: a number, a {label: fraction} mapping, or None when not measured."""
-    metric = goal_or_metric.metric if isinstance(goal_or_metric, Goal) else goal_or_metric
-    batch = goal_or_metric.batch_size if isinstance(goal_or_metric, Goal) else None
-    spec = METRICS[metric]
-    value = _get(record, spec.path)
-    if metric == "throughput_qps":
-        if not isinstance(value, dict) or not value:
-            return None
-        if batch is not None:
-            value = value.get(str(batch))
-        else:
-            numbers = [v for v in value.values() if _number(v)]
-            value = max(numbers) if numbers else None
-    if spec.per_class:
-        # None marks a class absent from the evaluated test examples: nothing to compare for it.
-        if not isinstance(value, dict) or not all(v is None or _number(v) for v in value.values()):
-            return None
-        return {label: v for label, v in value.items() if v is not None}
-    return value if _number(value) else None
-
-
-def summarize(record: dict, baseline: dict | None) -> dict[str, Any]:
-    """The few figures a table shows, with speed-up and size reduction against the baseline."""
-    qps = record.get("throughput_qps") if isinstance(record.get("throughput_qps"), dict) else {}
-    numeric = all(_number(v) for v in qps.values())
-    best_batch = max(qps, key=lambda k: qps[k], default=None) if numeric else None
-    artifact = record.get("artifact") or {}
-    out = {
-        "size_mb": metric_value(record, "size_mb"),
-        "p50_ms": metric_value(record, "p50_latency_ms"),
-        "p95_ms": metric_value(record, "p95_latency_ms"),
-        "throughput_qps": qps.get(best_batch) if best_batch is not None else None,
-        "throughput_batch": int(best_batch) if best_batch is not None and str(best_batch).isdigit() else None,
-        "accuracy": metric_value(record, "accuracy"),
-        "oos_recall": metric_value(record, "oos_recall"),
-        "memory_mb": metric_value(record, "memory_mb"),
-        "majority_fraction": metric_value(record, "majority_fraction"),
-        "format": artifact.get("format"),
-        "precision": artifact.get("precision"),
-        "technique": artifact.get("technique"),
-        "speedup_p50": None,
-        "size_reduction": None,
-    }
-    if baseline is not None:
-        b50, bsize = metric_value(baseline, "p50_latency_ms"), metric_value(baseline, "size_mb")
-        if b50 and out["p50_ms"]:
-            out["speedup_p50"] = b50 / out["p50_ms"]
-        if bsize and out["size_mb"] is not None:
-            out["size_reduction"] = 1 - out["size_mb"] / bsize
-    return out
 
 
 # --------------------------------------------------------------------------- goals
@@ -175,10 +80,10 @@ def _violation(measured: float, limit: float, higher: bool) -> float:
 def _comparable(goal: Goal, candidate: dict, base: dict, base_name: str) -> str | None:
     """Why ``candidate`` cannot be compared with ``base`` on this goal (None when it can)."""
     fingerprint = ("hardware", "fingerprint")
-    if goal.spec.hardware and _get(candidate, fingerprint) != _get(base, fingerprint):
+    if goal.spec.hardware and lookup(candidate, fingerprint) != lookup(base, fingerprint):
         return f"hardware mismatch: {base_name} was measured on other hardware"
     if goal.spec.unit == "fraction" and (
-        _get(candidate, ("dataset", "fingerprint")) != _get(base, ("dataset", "fingerprint"))
+        lookup(candidate, ("dataset", "fingerprint")) != lookup(base, ("dataset", "fingerprint"))
         or candidate.get("label_names") != base.get("label_names")
     ):
         return f"dataset mismatch: {base_name} was evaluated on another test set or label set"
@@ -242,7 +147,7 @@ def evaluate_goal(
         if why:
             result["reason"] = why
             return result
-    if goal.metric in ("oos_recall", "oos_precision") and _get(record, ("dataset", "has_oos")) is False:
+    if goal.metric in ("oos_recall", "oos_precision") and lookup(record, ("dataset", "has_oos")) is False:
         result.update(passed=True, reason="not applicable: the dataset has no oos label")
         return result
     measured = metric_value(record, goal)
@@ -264,7 +169,7 @@ def evaluate_goal(
     # Per class: every class must meet its own limit, beyond what its number of test examples explains.
     # The worst failing class is reported (the worst class overall when none fails), and so is every class
     # below its limit by no more than noise.
-    support = _get(record, ("accuracy", "per_class_support"))
+    support = lookup(record, ("accuracy", "per_class_support"))
     support = support if isinstance(support, dict) else {}
     per_class_alpha = class_alpha / max(1, len(measured)) if higher else 0.0
     gaps, failing, total, within_noise = {}, [], 0.0, {}
@@ -303,14 +208,208 @@ def evaluate_goal(
     return result
 
 
-# --------------------------------------------------------------------------- decision
+# --------------------------------------------------------------------------- baselines
 
 
-def _sort_value(summary: dict, key: str) -> float:
-    value = summary.get(key.lstrip("-"))
-    if value is None:
-        return math.inf
-    return -value if key.startswith("-") else value
+@dataclass(frozen=True)
+class Baselines:
+    """What every candidate is compared with, resolved once per decision so each verdict sees the same.
+
+    Attributes:
+        teacher: The teacher's record when usable, else None (then no candidate is compared).
+        teacher_problems: Why the teacher's record is unusable (empty when it is usable).
+        production: The alias pointer of the model in production, or None when nothing is.
+        production_record: The record the production goals compare with (see ``_production_view``).
+        production_error: Why the production goals cannot pass (fail closed), or None.
+        production_view: What the decision says about the production model, or None.
+    """
+
+    teacher: dict | None
+    teacher_problems: list[str]
+    production: dict | None
+    production_record: dict | None
+    production_error: str | None
+    production_view: dict | None
+
+
+def resolve_baselines(
+    records: dict[str, Record], cfg: GateConfig, production: dict | None = None, champion: dict | None = None
+) -> Baselines:
+    """The teacher's record and the production model's comparison record, each checked before use."""
+    teacher = records.get(BASELINE)
+    problems = record_problems(teacher) if teacher is not None else ["no teacher benchmark record"]
+    usable = teacher if not problems else None
+    view, prod_record, prod_error = _production_view(production, cfg, list(records.values()), champion)
+    if prod_record is not None:
+        view["summary"] = summarize(prod_record, usable)
+    return Baselines(usable, problems, production, prod_record, prod_error, view)
+
+
+def _production_view(
+    production: dict | None, cfg: GateConfig, records: list[dict], champion: dict | None = None
+) -> tuple[dict | None, dict | None, str | None]:
+    """(summary for the decision, benchmark record to compare with, why it cannot be compared).
+
+    Relative goals are meant against a baseline measured in the same run on the
+    same hardware: on a shared machine a model can time 15-40% slower from one
+    hour to the next. So the champion's record is, in order of preference: this
+    run's record of a candidate that is the very artifact in production (same
+    content hash, e.g. a rerun whose steps came from cache: the unchanged model is
+    then judged by its own record, not by a second noisy timing of itself); its
+    re-measurement by this run's ``benchmark_production`` step
+    (:mod:`shrink.champion`); and only then the record stored at promotion, whose
+    drift the goal's tolerance has to absorb. Each is matched to the alias by
+    content hash, so a record of another model (the alias moved meanwhile) is never used.
+    """
+    if production is None:
+        return None, None, None
+    view = {k: production.get(k) for k in ("version", "uri", "content_hash", "candidate", "promoted_at")}
+    view["compared"] = cfg.compare_to_production
+    if not cfg.compare_to_production:
+        return view, None, None
+    digest = production.get("content_hash")
+
+    def same_model(r: dict | None) -> bool:
+        return bool(digest) and isinstance(r, dict) and not record_problems(r) and lookup(
+            r, ("artifact", "content_hash")) == digest
+
+    fresh = [r for r in records if same_model(r)]
+    if fresh:  # the very record the unchanged model is judged by: it cannot fail against itself by noise
+        view["measured"] = f"in this run, as candidate {fresh[0]['candidate']!r}"
+        return view, fresh[0], None
+    if same_model(champion):
+        view["measured"] = "in this run, by the benchmark_production step"
+        return view, champion, None
+    if isinstance(champion, dict) and not champion.get("absent"):
+        problems = record_problems(champion) or ["it is of another model than the alias names"]
+        view["not_measured"] = f"this run's production benchmark unusable: {'; '.join(problems)}"
+    record = production.get("benchmark")
+    problems = record_problems(record) if record is not None else ["no benchmark.json stored with it"]
+    if problems:
+        view["problems"] = problems
+        # A production model whose record cannot be read can't be shown to be beaten: fail closed.
+        return view, None, (f"production benchmark unusable ({'; '.join(problems)}); "
+                            "set gate.compare_to_production: false to replace it anyway")
+    view["measured"] = "stored record (the production model was not measured in this run)"
+    return view, record, None
+
+
+# --------------------------------------------------------------------------- judging one candidate
+
+
+def judge(name: str, record: Record, cfg: GateConfig, baselines: Baselines) -> dict:
+    """One candidate's verdict: ``pass``, ``fail``, ``invalid`` or ``baseline``, every check and why.
+
+    A candidate is compared only when its record is valid and it was measured on the
+    teacher's hardware and test set; then it must pass the collapse check and every goal.
+    """
+    is_baseline = name == BASELINE
+    entry: dict[str, Any] = {
+        "name": name, "status": "fail", "eligible": not is_baseline or cfg.allow_teacher,
+        "reasons": [], "checks": [], "summary": None, "artifact": None, "hardware_fingerprint": None,
+    }
+    problems = record_problems(record)
+    if problems:
+        entry.update(status="invalid", reasons=[f"benchmark missing or invalid: {p}" for p in problems])
+        return entry
+    entry.update(summary=summarize(record, baselines.teacher), artifact=record.get("artifact"),
+                 hardware_fingerprint=record["hardware"]["fingerprint"])
+    blocked = _not_comparable(record, baselines)
+    if blocked is not None:
+        reason, mismatch = blocked
+        entry["reasons"].append(reason)
+        if mismatch:
+            entry["mismatch"] = True
+    else:
+        entry["checks"] = _checks(record, cfg, baselines)
+        failed = [c for c in entry["checks"] if not c["passed"]]
+        entry["reasons"] += [f"{c['slo']}: {c['reason']}" for c in failed]
+        entry["status"] = "pass" if not failed else "fail"
+        digest = (baselines.production or {}).get("content_hash")
+        if digest and digest == lookup(record, ("artifact", "content_hash")):
+            entry["in_production"] = True
+    if is_baseline and not entry["eligible"]:
+        entry["status"] = "baseline"
+        entry["reasons"].insert(0, "the baseline, not a candidate (gate.allow_teacher promotes it)")
+    return entry
+
+
+def _not_comparable(record: dict, baselines: Baselines) -> tuple[str, bool] | None:
+    """(why, whether it is a measurement mismatch) when a valid record cannot be judged; None when it can."""
+    teacher = baselines.teacher
+    if teacher is None:
+        return f"no usable teacher baseline ({'; '.join(baselines.teacher_problems)})", False
+    if record["hardware"]["fingerprint"] != teacher["hardware"]["fingerprint"]:
+        return (
+            "hardware mismatch: measured on "
+            f"{lookup(record, ('hardware', 'cpu_model'))!r} ({record['hardware']['fingerprint'][:12]}), "
+            f"the teacher on {lookup(teacher, ('hardware', 'cpu_model'))!r} "
+            f"({teacher['hardware']['fingerprint'][:12]}); not compared"
+        ), True
+    if (record["dataset"]["fingerprint"] != teacher["dataset"]["fingerprint"]
+            or record["label_names"] != teacher["label_names"]):
+        return "dataset mismatch: not the teacher's test set or label set; not compared", True
+    return None
+
+
+def _checks(record: dict, cfg: GateConfig, baselines: Baselines) -> list[dict]:
+    """The collapse check, then every goal; production goals pass trivially when nothing is in production."""
+    checks = [_collapse_check(record["accuracy"]["majority_fraction"], cfg.max_majority_fraction)]
+    against = {"teacher": baselines.teacher, "production": baselines.production_record}
+    for goal, default in cfg.goals():
+        if goal.baseline == "production" and not cfg.compare_to_production:
+            continue
+        check = evaluate_goal(goal, record, against, default, cfg.class_regression_alpha)
+        if goal.baseline == "production" and baselines.production is None:
+            check.update(passed=True, reason="not applicable: nothing in production yet")
+        elif goal.baseline == "production" and baselines.production_error:
+            check["reason"] = baselines.production_error
+        checks.append(check)
+    return checks
+
+
+def _collapse_check(majority: float, limit: float) -> dict:
+    """Collapse is checked before any goal: high accuracy on a skewed test set can hide it."""
+    ok = majority <= limit
+    return {
+        "slo": "collapse", "metric": "majority_fraction", "direction": "lower_is_better", "kind": "threshold",
+        "value": limit, "baseline": None, "default": True, "baseline_value": None, "limit": limit,
+        "resolved": f"max_majority_fraction {limit:g}", "measured": majority, "passed": ok,
+        "violation": _violation(majority, limit, False),
+        "reason": None if ok else
+        f"collapse: {majority:.0%} of the test set goes to one class (limit {limit:.0%})",
+    }
+
+
+# --------------------------------------------------------------------------- choosing among those that pass
+
+
+def choose(entries: list[dict], cfg: GateConfig, baselines: Baselines) -> dict[str, Any]:
+    """Among the eligible candidates that pass, the policy's best; else none, with the closest named.
+
+    Returns:
+        ``chosen`` (a name or None), ``reason`` in words, ``ranking`` of those that pass, and
+        ``closest``: the failing candidate nearest to passing when nothing is chosen.
+    """
+    passing = [e for e in entries if e["status"] == "pass" and e["eligible"]]
+    order, note = rank(passing, cfg.policy, cfg.tie_tolerance_percent)
+    if order:
+        chosen = order[0]
+        n = len(next(e for e in entries if e["name"] == chosen)["checks"])
+        reason = f"{chosen} passes all {n} checks and has the {note} of {len(order)} passing"
+        if len(order) > 1:
+            reason += f" ({', '.join(order)})"
+        return {"chosen": chosen, "reason": reason, "ranking": order, "closest": None}
+    closest = _closest([e for e in entries if e["eligible"]])
+    if not entries:
+        reason = "no benchmark records: nothing to promote"
+    elif baselines.teacher is None:
+        reason = f"nothing promoted: the teacher baseline is unusable ({'; '.join(baselines.teacher_problems)})"
+    else:
+        reason = "no candidate meets every SLO; nothing promoted"
+    if closest:
+        reason += f"; closest: {closest['name']} ({'; '.join(closest['reasons'][:3]) or 'failed'})"
+    return {"chosen": None, "reason": reason, "ranking": order, "closest": closest}
 
 
 def rank(passing: list[dict], policy: str, tie_tolerance_percent: float = 0.0) -> tuple[list[str], str]:
@@ -340,206 +439,11 @@ def rank(passing: list[dict], policy: str, tie_tolerance_percent: float = 0.0) -
     return order, note
 
 
-def _production_view(
-    production: dict | None, cfg: GateConfig, records: list[dict], champion: dict | None = None
-) -> tuple[dict | None, dict | None, str | None]:
-    """(summary for the decision, benchmark record to compare with, why it cannot be compared).
-
-    Relative goals are meant against a baseline measured in the same run on the
-    same hardware: on a shared machine a model can time 15-40% slower from one
-    hour to the next. So the champion's record is, in order of preference: this
-    run's record of a candidate that is the very artifact in production (same
-    content hash, e.g. a rerun whose steps came from cache: the unchanged model is
-    then judged by its own record, not by a second noisy timing of itself); its
-    re-measurement by this run's ``benchmark_production`` step
-    (:mod:`shrink.champion`); and only then the record stored at promotion, whose
-    drift the goal's tolerance has to absorb. Each is matched to the alias by
-    content hash, so a record of another model (the alias moved meanwhile) is never used.
-    """
-    if production is None:
-        return None, None, None
-    view = {k: production.get(k) for k in ("version", "uri", "content_hash", "candidate", "promoted_at")}
-    view["compared"] = cfg.compare_to_production
-    if not cfg.compare_to_production:
-        return view, None, None
-    digest = production.get("content_hash")
-
-    def same_model(r: dict | None) -> bool:
-        return bool(digest) and isinstance(r, dict) and not record_problems(r) and _get(
-            r, ("artifact", "content_hash")) == digest
-
-    fresh = [r for r in records if same_model(r)]
-    if fresh:  # the very record the unchanged model is judged by: it cannot fail against itself by noise
-        view["measured"] = f"in this run, as candidate {fresh[0]['candidate']!r}"
-        return view, fresh[0], None
-    if same_model(champion):
-        view["measured"] = "in this run, by the benchmark_production step"
-        return view, champion, None
-    if isinstance(champion, dict) and not champion.get("absent"):
-        problems = record_problems(champion) or ["it is of another model than the alias names"]
-        view["not_measured"] = f"this run's production benchmark unusable: {'; '.join(problems)}"
-    record = production.get("benchmark")
-    problems = record_problems(record) if record is not None else ["no benchmark.json stored with it"]
-    if problems:
-        view["problems"] = problems
-        # A production model whose record cannot be read can't be shown to be beaten: fail closed.
-        return view, None, (f"production benchmark unusable ({'; '.join(problems)}); "
-                            "set gate.compare_to_production: false to replace it anyway")
-    view["measured"] = "stored record (the production model was not measured in this run)"
-    return view, record, None
-
-
-def decide(
-    records: list[dict], cfg: GateConfig, production: dict | None = None, champion: dict | None = None
-) -> dict:
-    """Judge every benchmark record against the SLOs and choose at most one candidate to promote.
-
-    Args:
-        records: Benchmark records (``shrink.benchmark/v1``); the one named ``teacher`` is the baseline.
-            A record with an ``error`` key stands for a benchmark that is missing or unreadable.
-        cfg: Goals, policy, collapse limit and champion/challenger switch.
-        production: The alias pointer of the current production model with its stored benchmark
-            record under ``benchmark`` (:func:`shrink.promote.current_production`), or None.
-        champion: The production model's benchmark record from this run
-            (:func:`shrink.champion.measure_production`), or None; not a candidate, only the baseline
-            of the production goals.
-
-    Returns:
-        The decision record: per candidate every goal with measured value, limit and verdict; the
-        chosen candidate (or None) and why; the closest candidate when none passes.
-    """
-    names = [r.get("candidate") if isinstance(r, dict) else None for r in records]
-    for i, name in enumerate(names):
-        if not isinstance(name, str) or not name:
-            raise ShrinkError(f"benchmark record #{i}: no candidate name")
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise ShrinkError(f"benchmark records: candidate {dupes[0]!r} appears more than once")
-    by_name = dict(zip(names, records, strict=True))
-    warnings: list[str] = []
-    baseline = by_name.get(BASELINE)
-    baseline_problems = record_problems(baseline) if baseline is not None else ["no teacher benchmark record"]
-    usable_baseline = baseline if not baseline_problems else None
-    prod_view, prod_record, prod_error = _production_view(production, cfg, records, champion)
-    if prod_record is not None:
-        prod_view["summary"] = summarize(prod_record, usable_baseline)
-    goals = cfg.goals()
-    teacher_majority = (usable_baseline or {}).get("accuracy", {}).get("majority_fraction", 0.0)
-    if teacher_majority > cfg.max_majority_fraction:
-        warnings.append("the teacher itself predicts one class for most inputs; relative goals mean little")
-
-    entries = []
-    for name in sorted(by_name, key=lambda n: (n != BASELINE, n)):
-        record = by_name[name]
-        is_baseline = name == BASELINE
-        entry: dict[str, Any] = {
-            "name": name, "status": "fail", "eligible": not is_baseline or cfg.allow_teacher,
-            "reasons": [], "checks": [], "summary": None, "artifact": None, "hardware_fingerprint": None,
-        }
-        entries.append(entry)
-        problems = record_problems(record)
-        if problems:
-            entry["status"] = "invalid"
-            entry["reasons"] = [f"benchmark missing or invalid: {p}" for p in problems]
-            continue
-        entry["summary"] = summarize(record, usable_baseline)
-        entry["artifact"] = record.get("artifact")
-        entry["hardware_fingerprint"] = record["hardware"]["fingerprint"]
-        if usable_baseline is None:
-            entry["reasons"].append(f"no usable teacher baseline ({'; '.join(baseline_problems)})")
-            continue
-        if record["hardware"]["fingerprint"] != usable_baseline["hardware"]["fingerprint"]:
-            entry["reasons"].append(
-                "hardware mismatch: measured on "
-                f"{_get(record, ('hardware', 'cpu_model'))!r} ({record['hardware']['fingerprint'][:12]}), "
-                f"the teacher on {_get(usable_baseline, ('hardware', 'cpu_model'))!r} "
-                f"({usable_baseline['hardware']['fingerprint'][:12]}); not compared"
-            )
-            entry["mismatch"] = True
-            continue
-        if (record["dataset"]["fingerprint"] != usable_baseline["dataset"]["fingerprint"]
-                or record["label_names"] != usable_baseline["label_names"]):
-            entry["reasons"].append("dataset mismatch: not the teacher's test set or label set; not compared")
-            entry["mismatch"] = True
-            continue
-        majority = record["accuracy"]["majority_fraction"]
-        entry["checks"].append(_collapse_check(majority, cfg.max_majority_fraction))
-        baselines = {"teacher": usable_baseline, "production": prod_record}
-        for goal, default in goals:
-            if goal.baseline == "production" and not cfg.compare_to_production:
-                continue
-            check = evaluate_goal(goal, record, baselines, default, cfg.class_regression_alpha)
-            if goal.baseline == "production" and production is None:
-                check.update(passed=True, reason="not applicable: nothing in production yet")
-            elif goal.baseline == "production" and prod_error:
-                check["reason"] = prod_error
-            entry["checks"].append(check)
-        failed = [c for c in entry["checks"] if not c["passed"]]
-        entry["reasons"] += [f"{c['slo']}: {c['reason']}" for c in failed]
-        entry["status"] = "pass" if not failed else "fail"
-        if production and production.get("content_hash") and production["content_hash"] == _get(
-                record, ("artifact", "content_hash")):
-            entry["in_production"] = True
-    for entry in entries:
-        if entry["name"] == BASELINE and not entry["eligible"] and entry["status"] != "invalid":
-            entry["status"] = "baseline"
-            entry["reasons"].insert(0, "the baseline, not a candidate (gate.allow_teacher promotes it)")
-
-    passing = [e for e in entries if e["status"] == "pass" and e["eligible"]]
-    order, note = rank(passing, cfg.policy, cfg.tie_tolerance_percent)
-    chosen = order[0] if order else None
-    closest = None
-    if chosen is not None:
-        entry = next(e for e in entries if e["name"] == chosen)
-        n = len(entry["checks"])
-        reason = f"{chosen} passes all {n} checks and has the {note} of {len(order)} passing"
-        if len(order) > 1:
-            reason += f" ({', '.join(order)})"
-    else:
-        closest = _closest([e for e in entries if e["eligible"]])
-        if not entries:
-            reason = "no benchmark records: nothing to promote"
-        elif usable_baseline is None:
-            reason = f"nothing promoted: the teacher baseline is unusable ({'; '.join(baseline_problems)})"
-        else:
-            reason = "no candidate meets every SLO; nothing promoted"
-        if closest:
-            reason += f"; closest: {closest['name']} ({'; '.join(closest['reasons'][:3]) or 'failed'})"
-    return {
-        "schema": DECISION_SCHEMA,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "chosen": chosen,
-        "reason": reason,
-        "ranking": order,
-        "closest": closest,
-        "policy": {"name": cfg.policy, "keys": list(POLICY_KEYS[cfg.policy]),
-                   "tie_tolerance_percent": cfg.tie_tolerance_percent},
-        "baseline": {
-            "candidate": BASELINE,
-            "usable": usable_baseline is not None,
-            "problems": baseline_problems,
-            "hardware": (usable_baseline or {}).get("hardware"),
-            "dataset": (usable_baseline or {}).get("dataset"),
-        },
-        "production": prod_view,
-        "candidates": entries,
-        "warnings": warnings,
-        "config": _config_dict(cfg),
-        "records": {n: r for n, r in by_name.items() if isinstance(r, dict)},
-    }
-
-
-def _collapse_check(majority: float, limit: float) -> dict:
-    """Collapse is checked before any goal: high accuracy on a skewed test set can hide it."""
-    ok = majority <= limit
-    return {
-        "slo": "collapse", "metric": "majority_fraction", "direction": "lower_is_better", "kind": "threshold",
-        "value": limit, "baseline": None, "default": True, "baseline_value": None, "limit": limit,
-        "resolved": f"max_majority_fraction {limit:g}", "measured": majority, "passed": ok,
-        "violation": _violation(majority, limit, False),
-        "reason": None if ok else
-        f"collapse: {majority:.0%} of the test set goes to one class (limit {limit:.0%})",
-    }
+def _sort_value(summary: dict, key: str) -> float:
+    value = summary.get(key.lstrip("-"))
+    if value is None:
+        return math.inf
+    return -value if key.startswith("-") else value
 
 
 def _closest(entries: list[dict]) -> dict | None:
@@ -558,7 +462,157 @@ def _closest(entries: list[dict]) -> dict | None:
     return {"name": e["name"], "failed": [c["slo"] for c in failed], "reasons": e["reasons"]}
 
 
+# --------------------------------------------------------------------------- the decision
+
+
+def decide(
+    records: list[Record], cfg: GateConfig, production: dict | None = None, champion: dict | None = None
+) -> dict:
+    """Judge every benchmark record against the SLOs and choose at most one candidate to promote.
+
+    Args:
+        records: Benchmark records (``shrink.benchmark/v1``); the one named ``teacher`` is the baseline.
+            A record with an ``error`` key stands for a benchmark that is missing or unreadable.
+        cfg: Goals, policy, collapse limit and champion/challenger switch.
+        production: The alias pointer of the current production model with its stored benchmark
+            record under ``benchmark`` (:func:`shrink.promote.current_production`), or None.
+        champion: The production model's benchmark record from this run
+            (:func:`shrink.champion.measure_production`), or None; not a candidate, only the baseline
+            of the production goals.
+
+    Returns:
+        The decision record: per candidate every goal with measured value, limit and verdict; the
+        chosen candidate (or None) and why; the closest candidate when none passes.
+    """
+    by_name = _by_candidate(records)
+    baselines = resolve_baselines(by_name, cfg, production, champion)
+    entries = [judge(name, by_name[name], cfg, baselines) for name in sorted(by_name, key=lambda n: (n != BASELINE, n))]
+    teacher = baselines.teacher or {}
+    return {
+        "schema": DECISION_SCHEMA,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **choose(entries, cfg, baselines),
+        "policy": {"name": cfg.policy, "keys": list(POLICY_KEYS[cfg.policy]),
+                   "tie_tolerance_percent": cfg.tie_tolerance_percent},
+        "baseline": {
+            "candidate": BASELINE,
+            "usable": baselines.teacher is not None,
+            "problems": baselines.teacher_problems,
+            "hardware": teacher.get("hardware"),
+            "dataset": teacher.get("dataset"),
+        },
+        "production": baselines.production_view,
+        "candidates": entries,
+        "warnings": _warnings(baselines, cfg),
+        "config": _config_dict(cfg),
+        "records": {n: r for n, r in by_name.items() if isinstance(r, dict)},
+    }
+
+
+def _by_candidate(records: list[Record]) -> dict[str, Record]:
+    """The records by candidate name, in their given order; every name present and unique."""
+    names = [r.get("candidate") if isinstance(r, dict) else None for r in records]
+    for i, name in enumerate(names):
+        if not isinstance(name, str) or not name:
+            raise ShrinkError(f"benchmark record #{i}: no candidate name")
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ShrinkError(f"benchmark records: candidate {dupes[0]!r} appears more than once")
+    return dict(zip(names, records, strict=True))
+
+
+def _warnings(baselines: Baselines, cfg: GateConfig) -> list[str]:
+    """What makes the whole decision less meaningful than it looks."""
+    teacher_majority = (baselines.teacher or {}).get("accuracy", {}).get("majority_fraction", 0.0)
+    if teacher_majority > cfg.max_majority_fraction:
+        return ["the teacher itself predicts one class for most inputs; relative goals mean little"]
+    return []
+
+
 def _config_dict(cfg: GateConfig) -> dict:
     from shrink.config import to_dict
 
     return to_dict(cfg)
+
+
+# --------------------------------------------------------------------------- the gate step
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """The decision, and what the gate step publishes of it (KFP metadata and metrics)."""
+
+    decision: dict
+
+    @property
+    def chosen(self) -> str:
+        """The chosen candidate's name, or "" when nothing may be promoted."""
+        return self.decision["chosen"] or ""
+
+    @property
+    def passing(self) -> list[str]:
+        """The eligible candidates that pass every check."""
+        return [c["name"] for c in self.decision["candidates"] if c["status"] == "pass" and c["eligible"]]
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """The decision artifact's metadata: chosen, passing, policy, closest."""
+        return {"chosen": self.chosen, "passing": self.passing, "policy": self.decision["policy"]["name"],
+                "closest": (self.decision["closest"] or {}).get("name", "")}
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        """Candidates judged and passing, and the chosen candidate's headline figures."""
+        out: dict[str, float] = {"candidates": len(self.decision["candidates"]), "passing": len(self.passing)}
+        if self.chosen:
+            summary = next(c for c in self.decision["candidates"] if c["name"] == self.chosen)["summary"]
+            for key in ("accuracy", "p50_ms", "p95_ms", "size_mb", "speedup_p50", "size_reduction"):
+                if summary.get(key) is not None:
+                    out[f"chosen_{key}"] = float(summary[key])
+        return out
+
+
+def run_gate(
+    candidates: dict[str, str | Path],
+    production_record: str | Path | None,
+    cfg: GateConfig,
+    model_name: str,
+    decision_path: str | Path,
+    report_path: str | Path,
+) -> GateResult:
+    """The gate step: read each candidate's benchmark result, decide, write the decision and the report.
+
+    Args:
+        candidates: Candidate name -> its benchmark result (a JSON file, or a folder holding
+            ``benchmark.json``), for the candidates this run produced. An unreadable one makes
+            that candidate invalid, it does not stop the gate.
+        production_record: This run's record of the production model (the benchmark_production
+            step), or None; unreadable or absent, the record stored at its promotion is used.
+        cfg: The gate section.
+        model_name: Registry name of the production model (overrides ``cfg.model_name``).
+        decision_path: Where the decision record (JSON) goes.
+        report_path: Where the HTML report goes.
+
+    Returns:
+        The decision and what to publish of it.
+
+    Raises:
+        ShrinkError: champion/challenger is on but no model name says which production model.
+    """
+    records = [read_record(path, name) for name, path in candidates.items()]
+    pointer = None
+    name = model_name or cfg.model_name
+    if cfg.compare_to_production:
+        if not name:
+            raise ShrinkError("gate.model_name: needed to compare with the production model "
+                              "(or set gate.compare_to_production: false)")
+        pointer = current_production(name, cfg.registry_uri)
+        log.info("production: %s", pointer["version"] if pointer else "none yet")
+    champion = read_record(production_record, CHAMPION) if production_record is not None else None
+    decision = decide(records, cfg, pointer, champion)
+    Path(decision_path).parent.mkdir(parents=True, exist_ok=True)
+    Path(decision_path).write_text(json.dumps(decision, indent=2))
+    write_report(decision, records, report_path)
+    for line in format_table(decision).splitlines():
+        log.info("%s", line)
+    return GateResult(decision)

@@ -27,6 +27,7 @@ import re
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -402,6 +403,69 @@ def promote(model_dir: str | Path, decision: dict, cfg: GateConfig, model_name: 
     _write_alias(s3, bucket, alias_key, pointer, etag)
     log.info("promote: production -> %s (previous: %s)", version, current and current["version"])
     return pointer
+
+
+@dataclass(frozen=True)
+class PromotionResult:
+    """What the promote step did: the candidate chosen (or None) and the document it wrote."""
+
+    chosen: str | None
+    document: dict
+
+    @property
+    def uri(self) -> str:
+        """The promoted version's URI, or "" when nothing was promoted."""
+        return self.document["uri"] if self.document["promoted"] else ""
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """The ``promoted`` artifact's metadata: candidate, version, where, content hash, unchanged."""
+        doc = self.document
+        if not doc["promoted"]:
+            return {"promoted": False}
+        return {"promoted": True, "candidate": self.chosen, "version": doc["version"], "registry_uri": doc["uri"],
+                "content_hash": doc["content_hash"], "unchanged": bool(doc.get("unchanged"))}
+
+
+def promote_chosen(decision_path: str | Path, models: dict[str, str | Path], cfg: GateConfig, model_name: str,
+                   out_path: str | Path, s3=None) -> PromotionResult:
+    """The promote step: publish the decision's chosen candidate, or record that nothing was chosen.
+
+    Args:
+        decision_path: The gate's decision record (JSON).
+        models: Candidate name -> its model artifact, for the candidates this run produced.
+        cfg: Gate settings (registry bucket, champion/challenger).
+        model_name: Registry name: ``<registry>/<model_name>/<version>/``.
+        out_path: Where the alias pointer goes (JSON, ``promoted: true``), or, when the gate chose
+            nothing, ``{"promoted": false, "reason", "production"}`` and production stays.
+        s3: A boto3 S3 client; the standard environment's by default.
+
+    Returns:
+        The chosen candidate and the document written to ``out_path``.
+
+    Raises:
+        ShrinkError: the decision is unreadable, the chosen candidate's model was not passed,
+            or :func:`promote` refuses.
+    """
+    try:
+        decision = json.loads(Path(decision_path).read_text())
+    except (OSError, ValueError) as exc:
+        raise ShrinkError(f"{decision_path}: decision unreadable: {exc}") from None
+    chosen = decision.get("chosen")
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if not chosen:
+        production = (decision.get("production") or {}).get("version")
+        log.warning("promote: the gate chose no candidate (%s); production stays at %s",
+                    decision.get("reason"), production or "nothing")
+        document = {"promoted": False, "reason": decision.get("reason"), "production": production}
+    else:
+        if chosen not in models:
+            raise ShrinkError(f"decision chose {chosen!r}, but no model artifact named {chosen!r} "
+                              "was passed to promote")
+        document = {"promoted": True, **promote(models[chosen], decision, cfg, model_name, cfg.registry_uri, s3=s3)}
+    out.write_text(json.dumps(document, indent=2))
+    return PromotionResult(chosen, document)
 
 
 def rollback(model_name: str, registry_uri: str, s3=None) -> dict:

@@ -15,6 +15,8 @@ import io
 from pathlib import Path
 from typing import Any
 
+from shrink.record import summarize
+
 COLUMNS = (
     ("candidate", "candidate"), ("status", "status"), ("size_mb", "size MB"), ("p50_ms", "p50 ms"),
     ("p95_ms", "p95 ms"), ("throughput_qps", "req/s"), ("accuracy", "accuracy"), ("oos_recall", "oos recall"),
@@ -25,8 +27,6 @@ STATUS_COLOURS = {"pass": "#2e7d32", "fail": "#c62828", "invalid": "#6d4c41", "b
 
 def _rows(decision: dict, records: list[dict] | None) -> list[dict[str, Any]]:
     """One row per candidate from the decision; records only fill in a summary the decision lacks."""
-    from shrink.gate import summarize
-
     by_name = {r.get("candidate"): r for r in records or [] if isinstance(r, dict)}
     baseline = by_name.get("teacher") or (decision.get("records") or {}).get("teacher")
     rows = []

@@ -11,7 +11,6 @@ import torch
 from shrink.artifact import read_meta, write_artifact
 from shrink.benchmark import (
     MB,
-    SCHEMA,
     accuracy_report,
     bootstrap_ci,
     confusion_matrix,
@@ -24,6 +23,7 @@ from shrink.benchmark import (
 from shrink.config import BenchmarkConfig, from_dict
 from shrink.errors import ShrinkError
 from shrink.hardware import fingerprint, hardware_info, same_hardware
+from shrink.record import SCHEMA
 
 # Smallest settings that still exercise every measurement.
 FAST = BenchmarkConfig(warmup=3, latency_samples=30, batch_sizes=[4], throughput_queries=8,

@@ -28,9 +28,10 @@ def benchmark(
         metrics: Flat figures for the KFP UI (accuracy, p50_ms, p95_ms, size_mb, qps_b8 ...).
         confusion: The test-split confusion matrix.
     """
-    from shrink.benchmark import flat_metrics, measure, write_record
+    from shrink.benchmark import measure
     from shrink.config import BenchmarkConfig, from_dict
     from shrink.kfp_io import component_main
+    from shrink.record import flat_metrics, write_record
 
     with component_main("benchmark", metrics, confusion):
         cfg = from_dict(BenchmarkConfig, benchmark, "benchmark")

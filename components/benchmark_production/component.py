@@ -25,16 +25,15 @@ def benchmark_production(
             does not compare with it.
         metrics: The champion's flat figures for the KFP UI (none when absent).
     """
-    import json
     import tempfile
     from pathlib import Path
 
     from shrink.kfp_io import component_main
 
     with component_main("benchmark_production", metrics):
-        from shrink.benchmark import flat_metrics
         from shrink.champion import CANDIDATE, measure_production
         from shrink.config import BenchmarkConfig, from_dict
+        from shrink.record import flat_metrics, write_record
         from shrink.slo import gate_config
 
         cfg = gate_config(gate, "gate")
@@ -45,8 +44,7 @@ def benchmark_production(
             with tempfile.TemporaryDirectory(prefix="shrink-champion-") as tmp:
                 record = measure_production(name, cfg.registry_uri, dataset.path,
                                             from_dict(BenchmarkConfig, benchmark, "benchmark"), Path(tmp) / "model")
-        Path(result.path).parent.mkdir(parents=True, exist_ok=True)
-        Path(result.path).write_text(json.dumps(record, indent=2))
+        write_record(record, result.path)
         result.metadata.update({"candidate": CANDIDATE, "absent": record.get("absent", "")})
         if not record.get("absent"):
             result.metadata.update({"version": record["production"]["version"],
