@@ -44,6 +44,20 @@ from shrink.config import PipelineConfig, to_dict
 from shrink.slo import gate_config
 
 
+def _describe_candidates() -> None:
+    """Give the gate's and promote's candidate inputs their KFP UI descriptions from the catalog.
+
+    The component signatures list the candidates (KFP reads them statically); their docstrings
+    describe them once, together, so the per-input text comes from ``Candidate.what`` here.
+    """
+    for op, kind in ((gate_op, "benchmark result"), (promote_op, "model")):
+        for c in CANDIDATES:
+            op.component_spec.inputs[c.name].description = f"The {kind} of {c.name}: {c.what}."
+
+
+_describe_candidates()
+
+
 def _param(obj):
     """A config section as a KFP parameter default.
 
