@@ -7,27 +7,8 @@ from pathlib import Path
 
 import pytest
 
-# The trained tiny BERT and its ONNX exports, built once per session and shared by the ONNX and INT8 tests.
-from test_onnx import exported, optimized, test_texts, trained  # noqa: E402,F401 - pytest fixtures
-
-ROOT = Path(__file__).resolve().parents[1]
-DATA = (ROOT / ".." / "shared" / "data").resolve()
-CLINC = DATA / "clinc150"
-BANKING = DATA / "banking77"
-# Ten intents from different domains, plus out-of-scope: small, real, and hard enough to learn from.
-SLICE_LABELS = [
-    "balance",
-    "book_flight",
-    "calories",
-    "change_language",
-    "cook_time",
-    "credit_score",
-    "play_music",
-    "translate",
-    "weather",
-    "what_is_your_name",
-    "oos",
-]
+from shrink.config import QuantizeConfig
+from tests.factories import BANKING, CLINC, DATA, ROOT, SLICE_LABELS, built, trained_artifact  # noqa: F401
 
 
 def pytest_collection_modifyitems(config, items):
@@ -113,3 +94,31 @@ def tiny_artifact(tmp_path_factory, tiny_model_dir, clinc_slice):
     save_classifier(load_classifier(tiny_model_dir), load_tokenizer(tiny_model_dir), out,
                     label_names=labels, technique="distill")
     return out
+
+
+# The trained tiny BERT and its ONNX exports, built once per session and shared by the ONNX and INT8 tests.
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_model_dir, clinc_slice):
+    return trained_artifact(tmp_path_factory, tiny_model_dir, clinc_slice)
+
+
+@pytest.fixture(scope="module")
+def test_texts(clinc_slice):
+    from shrink.data import load_prepared
+
+    dd, _ = load_prepared(clinc_slice)
+    return list(dd["test"]["text"])
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, trained, test_texts):
+    from shrink.onnx_export import export_onnx
+
+    return built(tmp_path_factory, "onnx", lambda out: export_onnx(trained, out, QuantizeConfig(), test_texts))
+
+
+@pytest.fixture(scope="module")
+def optimized(tmp_path_factory, exported):
+    from shrink.onnx_export import optimize_onnx
+
+    return built(tmp_path_factory, "optimized", lambda out: optimize_onnx(exported, out, QuantizeConfig()))

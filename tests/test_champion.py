@@ -5,7 +5,6 @@ import json
 import numpy as np
 import pytest
 from kfp.dsl import HTML, Artifact, Dataset, Metrics
-from test_promote import REGISTRY, decision_for, fresh_name
 
 from components.benchmark_production.component import benchmark_production
 from components.gate.component import gate
@@ -14,6 +13,7 @@ from shrink.artifact import read_meta
 from shrink.data import load_prepared
 from shrink.promote import current_production, promote
 from shrink.runtime import open_classifier
+from tests.factories import REGISTRY, decision_for, fresh_name
 
 SMALL = {"warmup": 5, "latency_samples": 40, "latency_rounds": 1, "batch_sizes": [8], "throughput_queries": 16,
          "bootstrap_resamples": 100}

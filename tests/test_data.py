@@ -5,7 +5,7 @@ import pytest
 from shrink.config import DataConfig
 from shrink.data import load_dataset, load_prepared, prepare, texts_fingerprint
 from shrink.errors import ShrinkError
-from tests.conftest import BANKING, SLICE_LABELS
+from tests.factories import BANKING, SLICE_LABELS
 
 
 def test_clinc150_full_counts(clinc_dir):

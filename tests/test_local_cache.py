@@ -3,7 +3,7 @@
 from kfp import dsl, local
 
 from components.prepare_data.component import prepare_data
-from tests.conftest import SLICE_LABELS
+from tests.factories import SLICE_LABELS
 
 
 @dsl.pipeline

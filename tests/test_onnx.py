@@ -3,94 +3,12 @@
 from __future__ import annotations
 
 import json
-import random
 import shutil
-from pathlib import Path
 
 import pytest
 
 from shrink.config import QuantizeConfig, RuntimeConfig, from_dict
 from shrink.errors import ShrinkError
-
-
-def _train_tiny(src: Path, dataset: Path, out: Path) -> Path:
-    """Train the tiny BERT briefly on the slice: untrained logits are near-tied, so agreement would be noise."""
-    import torch
-
-    from shrink.data import load_prepared
-    from shrink.models import load_classifier, load_tokenizer, save_classifier
-
-    dd, info = load_prepared(dataset)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the CI machine is shared; one thread is as fast for a 64-wide model
-    try:
-        torch.manual_seed(0)
-        model, tok = load_classifier(src), load_tokenizer(src)
-        opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-        rows = list(zip(list(dd["train"]["text"]), list(dd["train"]["label"]), strict=True))
-        rng = random.Random(0)
-        model.train()
-        for _ in range(6):
-            rng.shuffle(rows)
-            for i in range(0, len(rows), 32):
-                batch = rows[i : i + 32]
-                enc = tok([t for t, _ in batch], padding=True, truncation=True, max_length=32, return_tensors="pt")
-                loss = model(**enc, labels=torch.tensor([label for _, label in batch])).loss
-                loss.backward()
-                opt.step()
-                opt.zero_grad()
-        model.eval()
-    finally:
-        torch.set_num_threads(threads)
-    save_classifier(model, tok, out, label_names=info.label_names, technique="fine-tune",
-                    settings={"max_length": 32})
-    return out
-
-
-def trained_artifact(tmp_path_factory, tiny_model_dir, clinc_slice) -> Path:
-    """The trained tiny classifier artifact, built once per test session and shared by the quantization tests."""
-    out = tmp_path_factory.getbasetemp() / "quant-trained-tiny"
-    if not (out / "shrink.json").is_file():
-        shutil.rmtree(out, ignore_errors=True)
-        _train_tiny(tiny_model_dir, clinc_slice, out)
-    return out
-
-
-def built(tmp_path_factory, name: str, make) -> Path:
-    """An artifact built once per session under a fixed name (shared across the quantization test files)."""
-    out = tmp_path_factory.getbasetemp() / f"quant-{name}"
-    if not (out / "shrink.json").is_file():
-        shutil.rmtree(out, ignore_errors=True)
-        make(out)
-    return out
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, tiny_model_dir, clinc_slice):
-    return trained_artifact(tmp_path_factory, tiny_model_dir, clinc_slice)
-
-
-@pytest.fixture(scope="module")
-def test_texts(clinc_slice):
-    from shrink.data import load_prepared
-
-    dd, _ = load_prepared(clinc_slice)
-    return list(dd["test"]["text"])
-
-
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory, trained, test_texts):
-    from shrink.onnx_export import export_onnx
-
-    return built(tmp_path_factory, "onnx", lambda out: export_onnx(trained, out, QuantizeConfig(), test_texts))
-
-
-@pytest.fixture(scope="module")
-def optimized(tmp_path_factory, exported):
-    from shrink.onnx_export import optimize_onnx
-
-    return built(tmp_path_factory, "optimized", lambda out: optimize_onnx(exported, out, QuantizeConfig()))
-
 
 # --------------------------------------------------------------------------- export
 

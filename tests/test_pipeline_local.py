@@ -9,7 +9,7 @@ import pytest
 
 from shrink import storage
 from shrink.config import PipelineConfig, from_dict
-from tests.conftest import SLICE_LABELS
+from tests.factories import SLICE_LABELS
 
 TRAIN = {"epochs": 6, "learning_rate": 3e-3, "batch_size": 16, "max_length": 32, "early_stopping_patience": 0}
 

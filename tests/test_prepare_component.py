@@ -4,7 +4,7 @@ import pytest
 from kfp.dsl import Dataset, Metrics
 
 from components.prepare_data.component import prepare_data
-from tests.conftest import SLICE_LABELS
+from tests.factories import SLICE_LABELS
 
 
 def test_prepare_data_component(tmp_path, clinc_dir):

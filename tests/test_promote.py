@@ -1,56 +1,17 @@
 import json
 import os
-import random
 import threading
 import time
-import uuid
 
 import pytest
 import yaml
 from kfp.dsl import HTML, Artifact, Metrics, Model
-from test_gate import LABELS, record
 
 from shrink import storage
-from shrink.artifact import read_meta, write_artifact
+from shrink.artifact import read_meta
 from shrink.errors import ShrinkError
-from shrink.gate import decide
 from shrink.promote import alias_uri, current_production, list_versions, promote, rollback
-from shrink.slo import gate_config
-
-REGISTRY = "s3://shrink-models"
-
-
-def make_artifact(path, seed, fmt="onnx", files=1, size=2_000):
-    """A tiny sealed artifact: random 'weights' (a promotion does not care what they are) and a tokenizer."""
-    path.mkdir(parents=True)
-    rng = random.Random(seed)
-    suffix = ".onnx" if fmt == "onnx" else ".safetensors"
-    for i in range(files):
-        (path / f"model{i or ''}{suffix}").write_bytes(rng.randbytes(size))
-    (path / "tokenizer.json").write_text(json.dumps({"seed": seed}))
-    technique = "ort-quantize-dynamic" if fmt == "onnx" else "distill"
-    meta = write_artifact(
-        path,
-        format=fmt,
-        precision="int8" if fmt == "onnx" else "fp32",
-        label_names=LABELS,
-        technique=technique,
-        runtime={"intra_op_threads": 1} if fmt == "onnx" else None,
-    )
-    return path, meta
-
-
-def decision_for(name, meta, model_name, candidate="ort_int8_dynamic", s3=None, **rec):
-    """The real gate's decision on a teacher and one candidate that is this artifact."""
-    cfg = gate_config({"slos": [], "model_name": model_name})
-    records = [record("teacher", p95=10.0), record(candidate, content_hash=meta.content_hash(), **rec)]
-    d = decide(records, cfg, current_production(model_name, REGISTRY, s3=s3))
-    assert d["chosen"] == candidate, d["reason"]
-    return d, cfg
-
-
-def fresh_name():
-    return f"test-{uuid.uuid4().hex[:8]}"
+from tests.factories import REGISTRY, decision_for, fresh_name, make_artifact, record
 
 
 def fragile_client():

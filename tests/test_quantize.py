@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_onnx import built  # tests/ is on sys.path (rootdir-less test modules)
 
 from shrink.config import QuantizeConfig
 from shrink.errors import ShrinkError
+from tests.factories import built
 
 ROOT = Path(__file__).resolve().parents[1]
 

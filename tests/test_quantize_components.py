@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 from kfp.dsl import Dataset, Metrics, Model
-from test_onnx import trained_artifact  # tests/ is on sys.path (rootdir-less test modules)
 
 from components.export_onnx.component import export_onnx
 from components.optimize_onnx.component import optimize_onnx
@@ -12,6 +11,7 @@ from components.quantize_ort_dynamic.component import quantize_ort_dynamic
 from components.quantize_ort_static.component import quantize_ort_static
 from components.quantize_torch.component import quantize_torch
 from shrink.artifact import read_meta
+from tests.factories import trained_artifact
 
 QUANTIZE = {"opset": 17, "per_channel": True, "parity_samples": 64, "calibration_samples": 32,
             "runtime": {"intra_op_threads": 1, "inter_op_threads": 1}}

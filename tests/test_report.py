@@ -1,11 +1,10 @@
 import base64
 import re
 
-from test_gate import record
-
 from shrink.gate import decide
 from shrink.report import format_table, plot_png, write_report
 from shrink.slo import gate_config
+from tests.factories import record
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
