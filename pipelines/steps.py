@@ -122,6 +122,7 @@ CANDIDATES: tuple[Candidate, ...] = (
     Candidate("pruned_movement", "prune:movement", "pruned", "movement-pruned student (sparse storage)"),
     Candidate("pruned_magnitude", "prune:magnitude", "pruned", "magnitude-pruned student (sparse storage)"),
     Candidate("pruned_structured", "prune_structured", "pruned", "structurally pruned student (heads, FFN)"),
+    Candidate("pruned_structured_onnx", "optimize_onnx:structured", "out", "structurally pruned student, ONNX, fused"),
     Candidate(
         "pruned_structured_int8",
         "quantize_ort_dynamic:structured",

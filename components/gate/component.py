@@ -19,6 +19,7 @@ def gate(  # noqa: D417 - the candidate inputs are described once, together
     pruned_movement: Input[Artifact] = None,
     pruned_magnitude: Input[Artifact] = None,
     pruned_structured: Input[Artifact] = None,
+    pruned_structured_onnx: Input[Artifact] = None,
     pruned_structured_int8: Input[Artifact] = None,
     production: Input[Artifact] = None,
     gate: dict = {},  # noqa: B006 - KFP publishes the default in the component spec

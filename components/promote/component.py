@@ -20,6 +20,7 @@ def promote(  # noqa: D417 - the candidate inputs are described once, together
     pruned_movement: Input[Model] = None,
     pruned_magnitude: Input[Model] = None,
     pruned_structured: Input[Model] = None,
+    pruned_structured_onnx: Input[Model] = None,
     pruned_structured_int8: Input[Model] = None,
 ) -> str:
     """Upload the chosen candidate as a new registry version, verify it, then point ``production`` at it.
