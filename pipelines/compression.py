@@ -42,6 +42,9 @@ from pipelines.placement import place
 from pipelines.steps import CANDIDATES, STEPS, display_name
 from shrink.config import PipelineConfig, to_dict
 from shrink.slo import gate_config
+from shrink.transient import BUDGET_ENV as TRANSIENT_BUDGET_ENV
+
+TRANSIENT_BUDGET_S = 300  # how long a step marked ``retried`` keeps retrying a store or hub that does not answer
 
 
 def _param(obj):
@@ -73,9 +76,9 @@ def build_pipeline(cfg: PipelineConfig):
         if spec.object_store:
             use_object_store(task)
         if spec.retried:
-            task.set_retry(
-                num_retries=3, backoff_duration="30s", backoff_factor=2.0, backoff_max_duration="600s"
-            )
+            # Retried inside the step, transient errors only (shrink/transient.py): KFP's task retry
+            # cannot tell them from bad input and would repeat every deterministic failure.
+            task.set_env_variable(TRANSIENT_BUDGET_ENV, str(TRANSIENT_BUDGET_S))
         tasks[key] = task
         return place(task, pools[spec.pool])
 

@@ -21,10 +21,13 @@ from pathlib import Path
 from shrink.errors import ShrinkError
 
 
-def _config(args):
-    from shrink.config import load_pipeline_config
+def _config(args, local: bool = False):
+    """The config, read through the guarded reader, and everything it alone decides checked (shrink/preflight.py)."""
+    from shrink import preflight
 
-    return load_pipeline_config(args.config)
+    cfg = preflight.load_config(args.config)
+    preflight.check(cfg, args.config, local=local)
+    return cfg
 
 
 def cmd_store(args) -> int:
@@ -50,9 +53,12 @@ def cmd_store(args) -> int:
 
 def cmd_data(args) -> int:
     """`shrink data`: load the configured data and print what a run would see."""
+    from shrink import storage
     from shrink.data import describe, load_dataset
+    from shrink.preflight import load_config
 
-    cfg = _config(args)
+    cfg = load_config(args.config)
+    storage.load_local_env(args.state_dir)  # as `run` does: an s3:// source reaches the local store
     info = describe(load_dataset(cfg.data), cfg.data.source)
     counts = " / ".join(f"{info.counts[s]:,} {s}" for s in ("train", "validation", "test"))
     print(f"{cfg.data.source}: {counts}; {len(info.label_names)} labels" + (" (oos included)" if info.has_oos else ""))
@@ -64,18 +70,16 @@ def cmd_run(args) -> int:
     from pipelines.local import run_local
     from shrink import storage
 
-    cfg = _config(args)
+    cfg = _config(args, local=True)
     storage.load_local_env(args.state_dir)
-    try:
-        summary = run_local(
-            cfg,
-            run_id=args.run_id,
-            results_dir=args.results,
-            state_dir=args.state_dir,
-            caching=not args.no_cache,
-        )
-    except RuntimeError as exc:  # kfp.local: a task failed; its own error line is in the log above
-        raise ShrinkError(str(exc).splitlines()[0]) from None
+    summary = run_local(  # a failed step raises ShrinkError with the step's own error line
+        cfg,
+        run_id=args.run_id,
+        results_dir=args.results,
+        state_dir=args.state_dir,
+        caching=not args.no_cache,
+        verbose=args.verbose,
+    )
     from shrink.report import format_table
 
     print(format_table(summary["decision"]))
@@ -90,8 +94,10 @@ def cmd_compile(args) -> int:
     """`shrink compile`: KFP IR YAML for a cluster, placement checked first."""
     from pipelines.cluster import validate_placement
     from pipelines.compression import compile_pipeline
+    from shrink import files
 
     cfg = _config(args)
+    files.check_writable(args.output)
     validate_placement(cfg)
     print(compile_pipeline(cfg, args.output))
     return 0
@@ -168,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-id")
     p.add_argument("--results", default="results")
     p.add_argument("--no-cache", action="store_true", help="recompute every step")
+    p.add_argument("--verbose", action="store_true", help="also show kfp.local's and every step's own output")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("compile", help="write the KFP IR YAML")

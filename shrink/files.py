@@ -175,3 +175,36 @@ def loading(path: str | Path, what: str, call: Callable[[], T], errors: tuple[ty
     except errors as exc:
         first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
         raise ShrinkError(f"{path}: cannot load {what}: {first[:300]}") from None
+
+
+def parse_yaml(text: str, where: str | Path, what: str = "YAML") -> Any:
+    """``yaml.safe_load`` that refuses duplicate keys and gives its error on one line, with the line number."""
+    import yaml
+
+    class StrictLoader(yaml.SafeLoader):
+        """SafeLoader whose mappings refuse a key given twice (PyYAML keeps the last one silently)."""
+
+    def mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+        seen: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = loader.construct_object(key_node, deep=True)
+            if key in seen:
+                raise ShrinkError(
+                    f"{where}:{key_node.start_mark.line + 1}: duplicate key {key!r} (only one may be given)"
+                )
+            seen[key] = loader.construct_object(value_node, deep=True)
+        return seen
+
+    StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
+    try:
+        return yaml.load(text, Loader=StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ShrinkError(f"{where}{line}: not valid {what}: {problem}") from None
+
+
+def read_yaml(path: str | Path, what: str = "YAML") -> Any:
+    """A UTF-8 YAML file, strictly (see :func:`parse_yaml`); the reader for configs and SLO files."""
+    return parse_yaml(read_text(path, what), path, what)

@@ -12,7 +12,7 @@ import os
 import socket
 from urllib.parse import urlparse
 
-from shrink.errors import ShrinkError
+from shrink.errors import ShrinkError, TransientError
 
 PREFIX = "hf:"
 
@@ -36,11 +36,16 @@ def ensure_reachable(spec: str, timeout: float = 3.0) -> None:
     endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
     url = urlparse(endpoint)
     host, port = url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80)
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            pass
-    except OSError as exc:
-        raise ShrinkError(
-            f"{spec}: the Hugging Face hub at {endpoint} is unreachable ({exc.__class__.__name__}: {exc}); "
-            "use a local copy (a directory or s3:// URI) instead"
-        ) from None
+    from shrink import transient
+
+    def probe() -> None:
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                pass
+        except OSError as exc:
+            raise TransientError(
+                f"{spec}: the Hugging Face hub at {endpoint} is unreachable ({exc.__class__.__name__}: {exc}); "
+                "use a local copy (a directory or s3:// URI) instead"
+            ) from None
+
+    transient.retrying(probe, spec)

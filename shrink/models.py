@@ -71,10 +71,36 @@ def read_label_names(model_dir: str | Path) -> list[str] | None:
     return [id2label[str(i)] if str(i) in id2label else id2label[i] for i in range(len(id2label))]
 
 
+def user_data_name(data_where: str) -> str:
+    """A prepared dataset's folder, as the steps name it (``dataset <path>``), as the user's ``data.source``.
+
+    Inside a step the dataset is a KFP artifact folder the user never chose; the source it
+    was prepared from (recorded in its ``shrink-data.json``) is what they can open and fix.
+    Anything else is returned as given.
+    """
+    from shrink.data import INFO_FILE
+
+    path = Path(data_where.removeprefix("dataset ").strip())
+    info = path / INFO_FILE
+    if not info.is_file():
+        return data_where
+    try:
+        from shrink import files
+
+        source = files.read_json(info).get("source")
+    except (ShrinkError, AttributeError):
+        return data_where
+    return f"data.source {source}" if source else data_where
+
+
 def check_labels(model_labels: list[str], data_labels: list[str], model_where: str, data_where: str) -> None:
-    """Fail when a classifier's labels are not exactly the dataset's, in the same order."""
+    """Fail when a classifier's labels are not exactly the dataset's, in the same order.
+
+    The message names the data by the user's ``data.source`` (see :func:`user_data_name`).
+    """
     if list(model_labels) == list(data_labels):
         return
+    data_where = user_data_name(data_where)
     missing = sorted(set(data_labels) - set(model_labels))
     extra = sorted(set(model_labels) - set(data_labels))
     detail = []

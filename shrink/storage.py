@@ -12,6 +12,7 @@ a download is checked file by file against it.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import secrets
@@ -26,8 +27,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from shrink import transient
 from shrink.artifact import sha256_file
-from shrink.errors import ShrinkError
+from shrink.errors import ShrinkError, TransientError
 
 MANIFEST = ".shrink-manifest.json"
 DEFAULT_BUCKETS = ("shrink", "shrink-models")
@@ -73,14 +75,27 @@ def parse_uri(uri: str) -> tuple[str, str]:
     return bucket, key
 
 
-def _explain(exc: Exception, uri: str) -> ShrinkError:
-    """Turn botocore's exceptions into one line that names the URI."""
-    from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
+# Answers a later attempt may not get: the store overloaded, restarting or briefly unreachable.
+_TRANSIENT_CODES = {"500", "502", "503", "504", "InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout"}
 
-    if isinstance(exc, EndpointConnectionError):
-        return ShrinkError(
+
+def _explain(exc: Exception, uri: str) -> ShrinkError:
+    """Turn botocore's exceptions into one line that names the URI; a ``TransientError`` when a retry may cure it."""
+    from botocore.exceptions import (
+        ClientError,
+        ConnectionClosedError,
+        ConnectTimeoutError,
+        EndpointConnectionError,
+        NoCredentialsError,
+        ReadTimeoutError,
+    )
+
+    if isinstance(exc, EndpointConnectionError | ConnectTimeoutError):
+        return TransientError(
             f"{uri}: object store at {endpoint_url() or 'AWS'} is not reachable (is it running? `shrink store up`)"
         )
+    if isinstance(exc, ReadTimeoutError | ConnectionClosedError):
+        return TransientError(f"{uri}: object store at {endpoint_url() or 'AWS'} stopped answering ({exc})")
     if isinstance(exc, NoCredentialsError):
         return ShrinkError(f"{uri}: no S3 credentials (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)")
     if isinstance(exc, ClientError):
@@ -91,17 +106,33 @@ def _explain(exc: Exception, uri: str) -> ShrinkError:
             return ShrinkError(f"{uri}: no such object")
         if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403"):
             return ShrinkError(f"{uri}: access denied ({code}); check the S3 credentials")
+        if code in _TRANSIENT_CODES:
+            return TransientError(f"{uri}: object store error {code} (transient): {exc}")
         return ShrinkError(f"{uri}: S3 error {code}: {exc}")
     return ShrinkError(f"{uri}: {exc.__class__.__name__}: {exc}")
 
 
 def _call(uri: str, fn, *args, **kwargs):
+    """One S3 request, its errors explained, transient ones retried within the step's budget."""
     from botocore.exceptions import BotoCoreError, ClientError
 
-    try:
-        return fn(*args, **kwargs)
-    except (BotoCoreError, ClientError) as exc:
-        raise _explain(exc, uri) from None
+    def once():
+        try:
+            return fn(*args, **kwargs)
+        except (BotoCoreError, ClientError) as exc:
+            raise _explain(exc, uri) from None
+
+    return transient.retrying(once, uri)
+
+
+def _retried(fn):
+    """Retry a whole idempotent operation (an upload whose manifest is written last, a verified download)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        return transient.retrying(lambda: fn(*args, **kwargs), f"{fn.__name__}({args[0] if args else ''})")
+
+    return wrapper
 
 
 def list_keys(uri: str, s3=None) -> list[str]:
@@ -115,6 +146,7 @@ def list_keys(uri: str, s3=None) -> list[str]:
     return keys
 
 
+@_retried
 def exists(uri: str, s3=None) -> bool:
     """Whether one object exists; other errors are raised, not taken for absence."""
     from botocore.exceptions import ClientError
@@ -173,6 +205,7 @@ def _transfer_manager(s3):
     return create_transfer_manager(s3, TransferConfig(max_concurrency=8, multipart_threshold=64 << 20))
 
 
+@_retried
 def upload_dir(local: str | Path, uri: str, s3=None) -> dict[str, dict[str, Any]]:
     """Upload a directory tree with boto3's transfer manager, then its manifest last.
 
@@ -208,6 +241,7 @@ def read_manifest(uri: str, s3=None) -> dict[str, dict[str, Any]]:
     return get_json(manifest_uri, s3=s3)["files"]
 
 
+@_retried
 def download_dir(uri: str, local: str | Path, s3=None) -> Path:
     """Download a prefix written by :func:`upload_dir` and verify every file's sha256.
 
@@ -250,6 +284,7 @@ def download_dir(uri: str, local: str | Path, s3=None) -> Path:
     return target
 
 
+@_retried
 def download_source(uri: str, cache_dir: str | Path | None = None) -> Path:
     """Fetch a data source (one object, or a prefix) into a local cache and return its path.
 

@@ -71,3 +71,14 @@ def test_loading_translates_a_third_party_error(tmp_path):
     bad.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{trunc")
     with pytest.raises(ShrinkError, match=r"model.safetensors: cannot load safetensors weights: "):
         files.loading(bad, "safetensors weights", lambda: load_file(bad), (SafetensorError,))
+
+
+def test_yaml_refuses_duplicate_keys_and_names_the_line(tmp_path):
+    (tmp_path / "c.yaml").write_text("name: a\ndata:\n  source: x\n  source: y\n")
+    with pytest.raises(ShrinkError, match=r"c.yaml:4: duplicate key 'source'"):
+        files.read_yaml(tmp_path / "c.yaml", "config")
+    (tmp_path / "bad.yaml").write_text("name: a\ndata: [1,\n")
+    with pytest.raises(ShrinkError, match=r"bad.yaml:3: not valid config: "):
+        files.read_yaml(tmp_path / "bad.yaml", "config")
+    (tmp_path / "ok.yaml").write_bytes(b"\xef\xbb\xbfname: a\r\nlist: [1, 2]\r\n")
+    assert files.read_yaml(tmp_path / "ok.yaml") == {"name": "a", "list": [1, 2]}
