@@ -63,6 +63,8 @@ class Step:
 STEPS: dict[str, Step] = {
     s.name: s
     for s in (
+        # Never cached: it decides, by the data's contents, whether everything after it may be (shrink/fingerprint.py).
+        Step("fingerprint_data", "Fingerprint data", cached=False, retried=True, object_store=True),
         Step("prepare_data", "Prepare data", retried=True, object_store=True),
         Step("train_teacher", "Teacher: fine-tune or import", pool="gpu", retried=True, object_store=True),
         Step("teacher_logits", "Teacher logits", pool="gpu"),

@@ -38,6 +38,8 @@ class DataInfo:
     label_names: list[str]
     counts: dict[str, int]
     fingerprints: dict[str, str]
+    # sha256 of the source's contents as read (shrink/fingerprint.py): what the cache keys downstream follow.
+    source_fingerprint: str = ""
 
     @property
     def has_oos(self) -> bool:
@@ -215,12 +217,7 @@ def _read_source(source: str, cfg: DataConfig) -> Rows:
         hub.ensure_reachable(source)
         import datasets
 
-        ident = hub.hub_id(source)
-        parts = ident.split("/")
-        name, config = ("/".join(parts[:2]), parts[2]) if len(parts) > 2 else (ident, None)
-        if len(parts) == 2 and "/" not in name.split("/")[0]:
-            # "clinc_oos/plus": a canonical dataset with a config, not org/name.
-            name, config = parts[0], parts[1]
+        name, config = hub.dataset_ref(source)
         try:
             dd = datasets.load_dataset(name, config)
         except Exception as exc:  # noqa: BLE001 - the hub raises many types; the message is what matters
@@ -340,7 +337,7 @@ def describe(dd, source: str) -> DataInfo:
     )
 
 
-def save_prepared(dd, out_dir: str | Path, source: str) -> DataInfo:
+def save_prepared(dd, out_dir: str | Path, source: str, source_fingerprint: str = "") -> DataInfo:
     """Write the dataset with ``save_to_disk`` plus ``shrink-data.json`` (the KFP Dataset artifact)."""
     from shrink import files
 
@@ -348,6 +345,7 @@ def save_prepared(dd, out_dir: str | Path, source: str) -> DataInfo:
     with files.guarded(out, "write"):
         dd.save_to_disk(str(out))
     info = describe(dd, source)
+    info.source_fingerprint = source_fingerprint
     files.write_json(out / INFO_FILE, info.__dict__)
     return info
 
@@ -373,6 +371,32 @@ def load_prepared(path: str | Path):
     return dd, info
 
 
-def prepare(cfg: DataConfig, out_dir: str | Path) -> DataInfo:
-    """Load, canonicalise and save: the data-preparation step in one call."""
-    return save_prepared(load_dataset(cfg), out_dir, cfg.source)
+def prepare(cfg: DataConfig, out_dir: str | Path, expected_fingerprint: str | None = None) -> DataInfo:
+    """Load, canonicalise and save: the data-preparation step in one call.
+
+    The source's fingerprint is taken before it is read and recorded in ``shrink-data.json``.
+    ``expected_fingerprint`` is the one the pipeline's ``fingerprint_data`` step took, which is
+    in this step's cache key: if the data changed in between, this step's cache entry would
+    name data it does not hold, so the run stops instead (running it again is the cure).
+    """
+    from shrink.fingerprint import fingerprint_source
+
+    fingerprint = fingerprint_source(cfg.source).digest
+    if expected_fingerprint and fingerprint != expected_fingerprint:
+        raise ShrinkError(
+            f"{cfg.source}: the data changed while the run started (fingerprint {expected_fingerprint[:12]} "
+            f"became {fingerprint[:12]}); run again"
+        )
+    return save_prepared(load_dataset(cfg), out_dir, cfg.source, fingerprint)
+
+
+def data_fingerprint(prepared_dir: str | Path) -> dict[str, str]:
+    """What a decision or a model card records about the data it was made from.
+
+    Returns ``{"source": ..., "fingerprint": ...}`` from a prepared dataset's ``shrink-data.json``
+    (the fingerprint is empty for datasets prepared before fingerprints existed).
+    """
+    from shrink import files
+
+    raw = files.read_json(Path(prepared_dir) / INFO_FILE)
+    return {"source": str(raw.get("source", "")), "fingerprint": str(raw.get("source_fingerprint", ""))}
