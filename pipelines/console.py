@@ -95,7 +95,7 @@ class StepRecord:
                 in_json = True
             elif in_json:
                 in_json = line != "}"
-            elif line.strip():
+            elif line.strip() and not line.startswith("[KFP Executor"):  # the executor's own bookkeeping
                 kept.append(line)
         return kept[-lines:]
 
@@ -110,7 +110,7 @@ def _count(value: Any) -> str:
     return f"{int(number):,}" if number is not None and number.is_integer() else str(value)
 
 
-def key_figure(outputs: dict[str, Any]) -> str:
+def key_figure(outputs: dict[str, Any], task: str = "") -> str:
     """The one number worth a glance from a task's outputs (artifact metadata or parameters)."""
     metadata: dict[str, Any] = {}
     params: dict[str, Any] = {}
@@ -124,8 +124,10 @@ def key_figure(outputs: dict[str, Any]) -> str:
     parts = []
     if "train_examples" in metadata:
         parts.append(f"{_count(metadata['train_examples'])} train, {_count(metadata.get('labels', '?'))} labels")
-    if "fingerprint" in metadata or "fingerprint" in params:
-        parts.append(f"data {str(metadata.get('fingerprint') or params['fingerprint'])[:12]}")
+    if task.startswith("fingerprint-data") and isinstance(params.get("Output"), str):
+        return f"data {params['Output'][:12]}"
+    if "fingerprint" in metadata:
+        parts.append(f"data {str(metadata['fingerprint'])[:12]}")
     for key, fmt in (
         ("val_accuracy", "val acc {:.2%}"),
         ("accuracy", "acc {:.2%}"),
@@ -226,7 +228,7 @@ class RunConsole:
             record.ended = time.monotonic()
             record.ok = getattr(task_status, "name", str(task_status)) == "SUCCESS"
             if record.ok:
-                record.figure = key_figure(outputs)
+                record.figure = key_figure(outputs, task)
                 how = "cached" if record.cached else _fmt_seconds(record.seconds)
                 self.say(f"  {name}: done ({how})" + (f", {record.figure}" if record.figure else ""))
             else:
