@@ -6,6 +6,7 @@
     shrink compile --config C -o F      write the KFP IR YAML for a cluster
     shrink submit|schedule|runs ...     start, schedule and list runs on Kubeflow
     shrink promote --rollback ...       point production back at the previous version
+    shrink registry list|gc ...         promoted and never-promoted versions; remove orphans
 
 Expected failures (bad input, a store that is down) print one ``error:`` line
 and exit 1; a traceback means a bug.
@@ -154,6 +155,22 @@ def cmd_promote(args) -> int:
     return 0
 
 
+def cmd_registry(args) -> int:
+    """`shrink registry list|gc`: what the registry holds, and removal of what no alias or history names."""
+    from shrink import registry, storage
+
+    storage.load_local_env(args.state_dir)
+    if args.action == "list":
+        print(json.dumps(registry.inventory(args.model_name, args.registry).as_dict(), indent=2))
+        return 0
+    report = registry.gc(
+        args.model_name, args.registry, grace_s=registry.parse_duration(args.grace), dry_run=not args.yes
+    )
+    for line in registry.describe(report):
+        print(line)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser; one sub-command per function above."""
     parser = argparse.ArgumentParser(prog="shrink", description=__doc__.split("\n\n")[0])
@@ -205,6 +222,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-name", required=True)
     p.add_argument("--registry", default="s3://shrink-models", help="registry root URI")
     p.set_defaults(func=cmd_promote)
+
+    p = sub.add_parser("registry", help="list a model's versions; remove never-promoted uploads and staging")
+    p.add_argument("action", choices=["list", "gc"])
+    p.add_argument("--model-name", required=True)
+    p.add_argument("--registry", default="s3://shrink-models", help="registry root URI")
+    p.add_argument("--grace", default="24h", help="gc: keep anything newer than this (e.g. 3600s, 30m, 6h, 2d)")
+    p.add_argument("--yes", action="store_true", help="gc: delete (without it, only report what would go)")
+    p.set_defaults(func=cmd_registry)
     return parser
 
 
