@@ -1,6 +1,6 @@
 """The compression DAG: prepare data, teacher, distillation search, INT8 / ONNX variants, benchmark, gate, promote.
 
-    prepare_data -> train_teacher -> teacher_logits -> ParallelFor(distill trials) -> select_student
+    fingerprint_data -> prepare_data -> train_teacher -> teacher_logits -> ParallelFor(distill trials) -> select_student
         student -> quantize_torch
         student -> export_onnx -> optimize_onnx -> quantize_ort_dynamic
                    export_onnx -> quantize_ort_static   (static QDQ cannot see inside the fused ops)
@@ -24,6 +24,7 @@ from components.benchmark.component import benchmark as benchmark_op
 from components.benchmark_production.component import benchmark_production as benchmark_production_op
 from components.distill.component import distill as distill_op
 from components.export_onnx.component import export_onnx as export_onnx_op
+from components.fingerprint_data.component import fingerprint_data as fingerprint_data_op
 from components.gate.component import gate as gate_op
 from components.optimize_onnx.component import optimize_onnx as optimize_onnx_op
 from components.prepare_data.component import prepare_data as prepare_data_op
@@ -42,6 +43,9 @@ from pipelines.placement import place
 from pipelines.steps import CANDIDATES, STEPS, display_name
 from shrink.config import PipelineConfig, to_dict
 from shrink.slo import gate_config
+from shrink.transient import BUDGET_ENV as TRANSIENT_BUDGET_ENV
+
+TRANSIENT_BUDGET_S = 300  # how long a step marked ``retried`` keeps retrying a store or hub that does not answer
 
 
 def _describe_candidates() -> None:
@@ -87,9 +91,9 @@ def build_pipeline(cfg: PipelineConfig):
         if spec.object_store:
             use_object_store(task)
         if spec.retried:
-            task.set_retry(
-                num_retries=3, backoff_duration="30s", backoff_factor=2.0, backoff_max_duration="600s"
-            )
+            # Retried inside the step, transient errors only (shrink/transient.py): KFP's task retry
+            # cannot tell them from bad input and would repeat every deterministic failure.
+            task.set_env_variable(TRANSIENT_BUDGET_ENV, str(TRANSIENT_BUDGET_S))
         tasks[key] = task
         return place(task, pools[spec.pool])
 
@@ -129,7 +133,9 @@ def build_pipeline(cfg: PipelineConfig):
             gate: SLOs, selection policy and model registry.
             model_name: Name of the model in the registry (s3://<bucket>/<model_name>/<version>/).
         """
-        prep = step(prepare_data_op(data=data), "prepare_data")
+        # Uncached: the data's fingerprint, not its source, decides whether prepare_data (and all after it) is reused.
+        fingerprint = step(fingerprint_data_op(data=data), "fingerprint_data").output
+        prep = step(prepare_data_op(data=data, fingerprint=fingerprint), "prepare_data")
         dataset = prep.outputs["dataset"]
         teacher_model = step(train_teacher_op(dataset=dataset, teacher=teacher), "train_teacher").outputs["model"]
         logits = step(

@@ -32,7 +32,12 @@ class Step:
             type), ``cpu`` for the rest, which is also the production type: quantization
             and export meet the kernels the model will serve on.
         cached: Output depends only on inputs and seeds, so KFP may reuse it.
-        retried: Talks to the network (hub, object store): transient failures are retried.
+        retried: Talks to the network (hub, object store): transient failures (no answer,
+            5xx, timeouts) are retried inside the step with backoff for up to
+            ``compression.TRANSIENT_BUDGET_S`` seconds (``shrink/transient.py``). The task is
+            never retried by KFP: its retry policy cannot tell a dropped connection from bad
+            input, and repeated every deterministic error (a label mismatch, three times, with
+            30 + 60 + 120 s of backoff before the user saw it).
         object_store: Reads or writes object storage itself, beyond KFP's artifact passing,
             so it gets the S3 credentials.
     """
@@ -58,6 +63,8 @@ class Step:
 STEPS: dict[str, Step] = {
     s.name: s
     for s in (
+        # Never cached: it decides, by the data's contents, whether everything after it may be (shrink/fingerprint.py).
+        Step("fingerprint_data", "Fingerprint data", cached=False, retried=True, object_store=True),
         Step("prepare_data", "Prepare data", retried=True, object_store=True),
         Step("train_teacher", "Teacher: fine-tune or import", pool="gpu", retried=True, object_store=True),
         Step("teacher_logits", "Teacher logits", pool="gpu"),

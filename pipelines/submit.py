@@ -1,6 +1,6 @@
 """Run the compression pipeline on a Kubeflow cluster: submit, schedule, list runs.
 
-Every check that can fail without the cluster (``pipelines/preflight.py``) runs
+Every check that can fail without the cluster (``pipelines/cluster_checks.py``) runs
 before the first request, and every lookup runs before the first write, so a bad
 call creates nothing. Writes happen in one order (experiment, pipeline or
 version, run) and if a later one fails, the error says which earlier ones were
@@ -22,9 +22,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from pipelines.cluster_checks import Package, check_params, kfp_cron, package_of, validate_placement
 from pipelines.compression import build_pipeline
 from pipelines.connection import Session, connect, explain, quiet
-from pipelines.preflight import Package, check_params, kfp_cron, package_of, validate_placement
 from pipelines.steps import STEPS
 from shrink.config import PipelineConfig
 from shrink.errors import ShrinkError

@@ -150,7 +150,9 @@ def write_artifact(
         shrink_version=__version__,
     )
     _validate(meta, str(root / META_FILE))
-    (root / META_FILE).write_text(json.dumps(dataclasses.asdict(meta), indent=2, sort_keys=False))
+    from shrink import files
+
+    files.write_text(root / META_FILE, json.dumps(dataclasses.asdict(meta), indent=2, sort_keys=False))
     return meta
 
 
@@ -164,10 +166,9 @@ def read_meta(directory: str | Path, verify: bool = True) -> ArtifactMeta:
     meta_path = root / META_FILE
     if not meta_path.is_file():
         raise ShrinkError(f"{root}: not a shrink artifact ({META_FILE} is missing)")
-    try:
-        raw = json.loads(meta_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ShrinkError(f"{meta_path}: not valid JSON: {exc}") from None
+    from shrink import files
+
+    raw = files.read_json(meta_path)
     known = {f.name for f in dataclasses.fields(ArtifactMeta)}
     if not isinstance(raw, dict) or not {"format", "precision", "label_names", "technique"} <= set(raw):
         raise ShrinkError(f"{meta_path}: missing format, precision, label_names or technique")
@@ -187,7 +188,10 @@ def verify_files(directory: str | Path, meta: ArtifactMeta) -> None:
         path = root / rel
         if not path.is_file():
             raise ShrinkError(f"{path}: listed in {META_FILE} but missing")
-        actual = sha256_file(path)
+        from shrink import files
+
+        with files.guarded(path):
+            actual = sha256_file(path)
         if actual != expected:
             raise ShrinkError(
                 f"{path}: sha256 mismatch (expected {expected[:12]}…, found {actual[:12]}…); corrupt or tampered"

@@ -6,6 +6,7 @@
     shrink compile --config C -o F      write the KFP IR YAML for a cluster
     shrink submit|schedule|runs ...     start, schedule and list runs on Kubeflow
     shrink promote --rollback ...       point production back at the previous version
+    shrink registry list|gc ...         promoted and never-promoted versions; remove orphans
 
 Expected failures (bad input, a store that is down) print one ``error:`` line
 and exit 1; a traceback means a bug.
@@ -21,10 +22,13 @@ from pathlib import Path
 from shrink.errors import ShrinkError
 
 
-def _config(args):
-    from shrink.config import load_pipeline_config
+def _config(args, local: bool = False):
+    """The config, read through the guarded reader, and everything it alone decides checked (shrink/preflight.py)."""
+    from shrink import preflight
 
-    return load_pipeline_config(args.config)
+    cfg = preflight.load_config(args.config)
+    preflight.check(cfg, args.config, local=local)
+    return cfg
 
 
 def cmd_store(args) -> int:
@@ -50,9 +54,12 @@ def cmd_store(args) -> int:
 
 def cmd_data(args) -> int:
     """`shrink data`: load the configured data and print what a run would see."""
+    from shrink import storage
     from shrink.data import describe, load_dataset
+    from shrink.preflight import load_config
 
-    cfg = _config(args)
+    cfg = load_config(args.config)
+    storage.load_local_env(args.state_dir)  # as `run` does: an s3:// source reaches the local store
     info = describe(load_dataset(cfg.data), cfg.data.source)
     counts = " / ".join(f"{info.counts[s]:,} {s}" for s in ("train", "validation", "test"))
     print(f"{cfg.data.source}: {counts}; {len(info.label_names)} labels" + (" (oos included)" if info.has_oos else ""))
@@ -64,18 +71,16 @@ def cmd_run(args) -> int:
     from pipelines.local import run_local
     from shrink import storage
 
-    cfg = _config(args)
+    cfg = _config(args, local=True)
     storage.load_local_env(args.state_dir)
-    try:
-        summary = run_local(
-            cfg,
-            run_id=args.run_id,
-            results_dir=args.results,
-            state_dir=args.state_dir,
-            caching=not args.no_cache,
-        )
-    except RuntimeError as exc:  # kfp.local: a task failed; its own error line is in the log above
-        raise ShrinkError(str(exc).splitlines()[0]) from None
+    summary = run_local(  # a failed step raises ShrinkError with the step's own error line
+        cfg,
+        run_id=args.run_id,
+        results_dir=args.results,
+        state_dir=args.state_dir,
+        caching=not args.no_cache,
+        verbose=args.verbose,
+    )
     from shrink.report import format_table
 
     print(format_table(summary["decision"]))
@@ -88,10 +93,12 @@ def cmd_run(args) -> int:
 
 def cmd_compile(args) -> int:
     """`shrink compile`: KFP IR YAML for a cluster, placement checked first."""
+    from pipelines.cluster_checks import validate_placement
     from pipelines.compression import compile_pipeline
-    from pipelines.preflight import validate_placement
+    from shrink import files
 
     cfg = _config(args)
+    files.check_writable(args.output)
     validate_placement(cfg)
     print(compile_pipeline(cfg, args.output))
     return 0
@@ -148,6 +155,22 @@ def cmd_promote(args) -> int:
     return 0
 
 
+def cmd_registry(args) -> int:
+    """`shrink registry list|gc`: what the registry holds, and removal of what no alias or history names."""
+    from shrink import registry, storage
+
+    storage.load_local_env(args.state_dir)
+    if args.action == "list":
+        print(json.dumps(registry.inventory(args.model_name, args.registry).as_dict(), indent=2))
+        return 0
+    report = registry.gc(
+        args.model_name, args.registry, grace_s=registry.parse_duration(args.grace), dry_run=not args.yes
+    )
+    for line in registry.describe(report):
+        print(line)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser; one sub-command per function above."""
     parser = argparse.ArgumentParser(prog="shrink", description=__doc__.split("\n\n")[0])
@@ -168,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-id")
     p.add_argument("--results", default="results")
     p.add_argument("--no-cache", action="store_true", help="recompute every step")
+    p.add_argument("--verbose", action="store_true", help="also show kfp.local's and every step's own output")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("compile", help="write the KFP IR YAML")
@@ -198,6 +222,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-name", required=True)
     p.add_argument("--registry", default="s3://shrink-models", help="registry root URI")
     p.set_defaults(func=cmd_promote)
+
+    p = sub.add_parser("registry", help="list a model's versions; remove never-promoted uploads and staging")
+    p.add_argument("action", choices=["list", "gc"])
+    p.add_argument("--model-name", required=True)
+    p.add_argument("--registry", default="s3://shrink-models", help="registry root URI")
+    p.add_argument("--grace", default="24h", help="gc: keep anything newer than this (e.g. 3600s, 30m, 6h, 2d)")
+    p.add_argument("--yes", action="store_true", help="gc: delete (without it, only report what would go)")
+    p.set_defaults(func=cmd_registry)
     return parser
 
 

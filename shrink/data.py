@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import json
 import random
 from collections import Counter, defaultdict
 from dataclasses import dataclass
@@ -39,6 +38,8 @@ class DataInfo:
     label_names: list[str]
     counts: dict[str, int]
     fingerprints: dict[str, str]
+    # sha256 of the source's contents as read (shrink/fingerprint.py): what the cache keys downstream follow.
+    source_fingerprint: str = ""
 
     @property
     def has_oos(self) -> bool:
@@ -58,20 +59,38 @@ def texts_fingerprint(texts: list[str]) -> str:
 # --------------------------------------------------------------------------- readers
 
 
+def _label_name(label: Any, where: str) -> str:
+    """A label as its class name: strings (stripped) and integers (as digits) are accepted, nothing else.
+
+    A list, dict, float or bool label is refused rather than turned into a class name by ``str()``:
+    ``[1, 2]`` or ``3.0`` as a class is always a mistake in the file, not a label.
+    """
+    if isinstance(label, bool) or not isinstance(label, str | int):
+        kind = {bool: "a boolean", float: "a number with a fraction", list: "a list", dict: "an object"}.get(
+            type(label), f"a {type(label).__name__}"
+        )
+        raise ShrinkError(f"{where}: label must be a string or an integer, got {kind}: {label!r}"[:300])
+    name = str(label).strip()
+    if not name:
+        raise ShrinkError(f"{where}: row has no label")
+    return name
+
+
 def _check_row(text: Any, label: Any, where: str) -> tuple[str, str]:
+    if text is not None and not isinstance(text, str):
+        raise ShrinkError(f"{where}: text must be a string, got {type(text).__name__}: {text!r}"[:300])
     if not isinstance(text, str) or not text.strip():
         raise ShrinkError(f"{where}: row has no text")
-    if label is None or (isinstance(label, str) and not label.strip()):
+    if label is None:
         raise ShrinkError(f"{where}: row has no label")
-    return text.strip(), str(label).strip()
+    return text.strip(), _label_name(label, where)
 
 
 def _read_clinc(path: Path) -> Rows:
     """CLINC150 authors' JSON: in-scope and oos parts of each split merged, oos kept as a class."""
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ShrinkError(f"{path}: cannot read CLINC150 JSON: {exc}") from None
+    from shrink import files
+
+    raw = files.read_json(path, "CLINC150 JSON")
     if not isinstance(raw, dict):
         raise ShrinkError(f"{path}: expected a JSON object with train/val/test keys")
     rows: Rows = {}
@@ -84,7 +103,10 @@ def _read_clinc(path: Path) -> Rows:
             raise ShrinkError(f"{path}: missing the {keys[0]!r} split")
         rows[split] = []
         for key in keys:
-            for i, example in enumerate(raw.get(key, [])):
+            part = raw.get(key, [])
+            if not isinstance(part, list):
+                raise ShrinkError(f"{path}: {key!r} must be a list of [text, intent] pairs")
+            for i, example in enumerate(part):
                 where = f"{path}: {key}[{i}]"
                 if not isinstance(example, list | tuple) or len(example) != 2:
                     raise ShrinkError(f"{where}: expected [text, intent], got {example!r}"[:300])
@@ -107,18 +129,40 @@ def _sniff_columns(header: list[str], cfg: DataConfig, where: str) -> tuple[str,
 
 
 def _read_csv(path: Path, cfg: DataConfig) -> list[tuple[str, str]]:
+    """One CSV file: UTF-8 with or without a byte-order mark, LF or CRLF; every row as wide as the header.
+
+    Errors name the physical line (a quoted field may span lines), so the user can open the file there.
+    """
+    import io
+
+    from shrink import files
+
+    text = files.read_text(path, "CSV")
+    reader = csv.reader(io.StringIO(text, newline=""))
     try:
-        with path.open(newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh)
-            if not reader.fieldnames:
-                raise ShrinkError(f"{path}: empty CSV (no header)")
-            text_col, label_col = _sniff_columns(list(reader.fieldnames), cfg, str(path))
-            # Header is line 1, so data row i sits on line i + 2.
-            return [
-                _check_row(r.get(text_col), r.get(label_col), f"{path}:{i + 2}") for i, r in enumerate(reader)
-            ]
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise ShrinkError(f"{path}: cannot read CSV: {exc}") from None
+        header = next(reader, None)
+        if not header or not any(h.strip() for h in header):
+            raise ShrinkError(f"{path}: empty CSV (no header)")
+        header = [h.strip() for h in header]
+        dupes = sorted({h for h in header if header.count(h) > 1})
+        if dupes:
+            raise ShrinkError(f"{path}:1: column {dupes[0]!r} appears more than once in the header")
+        text_col, label_col = _sniff_columns(header, cfg, str(path))
+        ti, li = header.index(text_col), header.index(label_col)
+        rows = []
+        for fields in reader:
+            where = f"{path}:{reader.line_num}"
+            if not fields or (len(fields) == 1 and not fields[0].strip() and len(header) > 1):
+                continue  # a blank line (often the last one)
+            if len(fields) != len(header):
+                raise ShrinkError(
+                    f"{where}: {len(fields)} fields where the header has {len(header)} "
+                    "(an unquoted comma in the text? quote the field)"
+                )
+            rows.append(_check_row(fields[ti], fields[li], where))
+        return rows
+    except csv.Error as exc:
+        raise ShrinkError(f"{path}:{reader.line_num}: cannot read CSV: {exc}") from None
 
 
 def _read_csv_dir(path: Path, cfg: DataConfig) -> Rows:
@@ -153,9 +197,9 @@ def _from_hf_dataset(dd: Any, where: str, cfg: DataConfig) -> Rows:
             continue
         text_col, label_col = _sniff_columns(list(ds.column_names), cfg, f"{where} [{name}]")
         feature = ds.features[label_col]
-        to_name = feature.int2str if isinstance(feature, ClassLabel) else str
+        class_label = isinstance(feature, ClassLabel)
         rows[split] = [
-            _check_row(t, to_name(lab) if lab is not None else None, f"{where} [{name}] row {i}")
+            _check_row(t, feature.int2str(lab) if class_label and lab is not None else lab, f"{where} [{name}] row {i}")
             for i, (t, lab) in enumerate(zip(ds[text_col], ds[label_col], strict=True))
         ]
     if "train" not in rows or "test" not in rows:
@@ -173,12 +217,7 @@ def _read_source(source: str, cfg: DataConfig) -> Rows:
         hub.ensure_reachable(source)
         import datasets
 
-        ident = hub.hub_id(source)
-        parts = ident.split("/")
-        name, config = ("/".join(parts[:2]), parts[2]) if len(parts) > 2 else (ident, None)
-        if len(parts) == 2 and "/" not in name.split("/")[0]:
-            # "clinc_oos/plus": a canonical dataset with a config, not org/name.
-            name, config = parts[0], parts[1]
+        name, config = hub.dataset_ref(source)
         try:
             dd = datasets.load_dataset(name, config)
         except Exception as exc:  # noqa: BLE001 - the hub raises many types; the message is what matters
@@ -256,6 +295,11 @@ def load_dataset(cfg: DataConfig):
             raise ShrinkError(
                 f"{cfg.source}: {split} labels absent from train: {absent[:5]} ({len(absent)} in all)"
             )
+    if len(train_labels) < 2:
+        raise ShrinkError(
+            f"{cfg.source}: the training split has {len(train_labels)} class ({sorted(train_labels)}); "
+            "a classifier needs at least two"
+        )
     names = sorted(train_labels)
     features = datasets.Features(
         {"text": datasets.Value("string"), "label": datasets.ClassLabel(names=names)}
@@ -293,12 +337,16 @@ def describe(dd, source: str) -> DataInfo:
     )
 
 
-def save_prepared(dd, out_dir: str | Path, source: str) -> DataInfo:
+def save_prepared(dd, out_dir: str | Path, source: str, source_fingerprint: str = "") -> DataInfo:
     """Write the dataset with ``save_to_disk`` plus ``shrink-data.json`` (the KFP Dataset artifact)."""
+    from shrink import files
+
     out = Path(out_dir)
-    dd.save_to_disk(str(out))
+    with files.guarded(out, "write"):
+        dd.save_to_disk(str(out))
     info = describe(dd, source)
-    (out / INFO_FILE).write_text(json.dumps(info.__dict__, indent=2))
+    info.source_fingerprint = source_fingerprint
+    files.write_json(out / INFO_FILE, info.__dict__)
     return info
 
 
@@ -310,8 +358,11 @@ def load_prepared(path: str | Path):
     info_path = path / INFO_FILE
     if not info_path.is_file():
         raise ShrinkError(f"{path}: not a prepared dataset ({INFO_FILE} is missing)")
+    from shrink import files
+
+    raw = files.read_json(info_path)
     try:
-        info = DataInfo(**json.loads(info_path.read_text()))
+        info = DataInfo(**raw)
         dd = datasets.load_from_disk(str(path))
     except Exception as exc:  # noqa: BLE001
         raise ShrinkError(f"{path}: cannot load prepared dataset: {exc}".splitlines()[0]) from None
@@ -320,6 +371,32 @@ def load_prepared(path: str | Path):
     return dd, info
 
 
-def prepare(cfg: DataConfig, out_dir: str | Path) -> DataInfo:
-    """Load, canonicalise and save: the data-preparation step in one call."""
-    return save_prepared(load_dataset(cfg), out_dir, cfg.source)
+def prepare(cfg: DataConfig, out_dir: str | Path, expected_fingerprint: str | None = None) -> DataInfo:
+    """Load, canonicalise and save: the data-preparation step in one call.
+
+    The source's fingerprint is taken before it is read and recorded in ``shrink-data.json``.
+    ``expected_fingerprint`` is the one the pipeline's ``fingerprint_data`` step took, which is
+    in this step's cache key: if the data changed in between, this step's cache entry would
+    name data it does not hold, so the run stops instead (running it again is the cure).
+    """
+    from shrink.fingerprint import fingerprint_source
+
+    fingerprint = fingerprint_source(cfg.source).digest
+    if expected_fingerprint and fingerprint != expected_fingerprint:
+        raise ShrinkError(
+            f"{cfg.source}: the data changed while the run started (fingerprint {expected_fingerprint[:12]} "
+            f"became {fingerprint[:12]}); run again"
+        )
+    return save_prepared(load_dataset(cfg), out_dir, cfg.source, fingerprint)
+
+
+def data_fingerprint(prepared_dir: str | Path) -> dict[str, str]:
+    """What a decision or a model card records about the data it was made from.
+
+    Returns ``{"source": ..., "fingerprint": ...}`` from a prepared dataset's ``shrink-data.json``
+    (the fingerprint is empty for datasets prepared before fingerprints existed).
+    """
+    from shrink import files
+
+    raw = files.read_json(Path(prepared_dir) / INFO_FILE)
+    return {"source": str(raw.get("source", "")), "fingerprint": str(raw.get("source_fingerprint", ""))}

@@ -14,13 +14,21 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from shrink.errors import ShrinkError
+from shrink.errors import ShrinkError, TransientError
 from shrink.logs import log, setup_logging
+
+# Exit codes, so that a log reader or a cluster's retry rule can tell the kinds apart:
+# 1 is Python's own for an uncaught exception (a bug, with its traceback).
+EXIT_EXPECTED = 3  # a ShrinkError: bad input or state; the same input fails the same way, never retried
+EXIT_TRANSIENT = 75  # a TransientError after the step's own retries (EX_TEMPFAIL): a later run may succeed
 
 
 @contextlib.contextmanager
 def component_main(step: str, *metrics_outputs: Any) -> Iterator[None]:
-    """Wrap a KFP component body: log setup, and expected errors as one line and exit code 1.
+    """Wrap a KFP component body: log setup, and expected errors as one ``error:`` line and a distinct exit code.
+
+    Transient errors (store, hub) are retried where they happen (``shrink.transient``), for
+    the budget the pipeline sets on the step; what reaches here has failed for good.
 
     ``metrics_outputs`` (KFP Metrics / ClassificationMetrics artifacts) are also written to
     their paths as JSON on success. KFP keeps metrics in the executor output, not in a file,
@@ -35,7 +43,7 @@ def component_main(step: str, *metrics_outputs: Any) -> Iterator[None]:
     except ShrinkError as exc:
         log.error("%s failed: %s", step, exc)
         print(f"error: {exc}", file=sys.stderr, flush=True)
-        raise SystemExit(1) from None
+        raise SystemExit(EXIT_TRANSIENT if isinstance(exc, TransientError) else EXIT_EXPECTED) from None
     for artifact in metrics_outputs:
         path = Path(artifact.path)
         if not path.exists():

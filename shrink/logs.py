@@ -17,10 +17,26 @@ T = TypeVar("T")
 log = logging.getLogger("shrink")
 
 
+class _CurrentStderr(logging.StreamHandler):
+    """A handler on whatever ``sys.stderr`` is when a line is logged, not when the handler was made.
+
+    A stream bound once goes stale when stderr is replaced (pytest's capture, a console that
+    redirects it) and logging then prints "--- Logging error ---" with a traceback instead of the line.
+    """
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def setup_logging(level: int = logging.INFO) -> None:
     """Log lines with a timestamp on stderr, where KFP collects them."""
     if not log.handlers:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _CurrentStderr()
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
         log.addHandler(handler)
     log.setLevel(level)

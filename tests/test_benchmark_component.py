@@ -67,7 +67,7 @@ def test_benchmark_component_refuses_mismatched_labels_and_publishes_nothing(tmp
         benchmark.python_func(model=Model(uri=str(bad)), dataset=Dataset(uri=str(clinc_slice)),
                               benchmark=SMALL, candidate="student",
                               result=result, metrics=metrics, confusion=confusion)
-    assert exc.value.code == 1
+    assert exc.value.code == 3  # shrink.kfp_io.EXIT_EXPECTED: a ShrinkError
     err = capsys.readouterr().err
     assert "error: " in err and "label names disagree" in err and "the same names in a different order" in err
     assert not (tmp_path / "result.json").exists()

@@ -91,7 +91,7 @@ def test_corrupt_champion_in_the_registry_fails_the_step_naming_the_file(seaweed
     storage.client().put_object(Bucket=bucket, Key=prefix + "model.safetensors", Body=b"not the weights")
     with pytest.raises(SystemExit) as exc:
         _bench_production(tmp_path, clinc_slice, name, "corrupt")
-    assert exc.value.code == 1
+    assert exc.value.code == 3  # shrink.kfp_io.EXIT_EXPECTED: a ShrinkError
     assert f"{pointer['uri']}model.safetensors: sha256 mismatch after download" in capsys.readouterr().err
     with pytest.raises(ShrinkError, match=r"model\.safetensors: sha256 mismatch after download"):
         fetch_production(name, REGISTRY, tmp_path / "champion")

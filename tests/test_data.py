@@ -51,7 +51,7 @@ def _clinc(tmp_path, payload):
 
 
 def test_bad_clinc_inputs_name_file_and_row(tmp_path):
-    with pytest.raises(ShrinkError, match="data_oos_plus.json: cannot read CLINC150 JSON"):
+    with pytest.raises(ShrinkError, match=r"data_oos_plus.json: not valid CLINC150 JSON \(line 1, column 2"):
         load_dataset(DataConfig(source=str(_clinc(tmp_path, "{not json"))))
     good = {"train": [["hi", "greet"]], "val": [["hello", "greet"]], "test": [["hey", "greet"]]}
     bad_row = {**good, "train": [["hi", "greet"], ["", "greet"]]}
@@ -106,3 +106,64 @@ def test_save_to_disk_source(tmp_path, slice_config):
 def test_prepare_writes_info(tmp_path, slice_config):
     info = prepare(slice_config, tmp_path / "out")
     assert json.loads((tmp_path / "out" / "shrink-data.json").read_text())["counts"] == info.counts
+
+
+def _csv_dir(tmp_path, train: bytes | str, test: bytes | str = "text,label\nhi,a\nyo,b\n"):
+    for name, body in (("train.csv", train), ("test.csv", test)):
+        (tmp_path / name).write_bytes(body if isinstance(body, bytes) else body.encode())
+    return DataConfig(source=str(tmp_path), validation_fraction=0.5)
+
+
+def test_csv_with_bom_and_crlf_is_read(tmp_path):
+    """Excel's UTF-8 CSV: a byte-order mark before the header and CRLF line ends, a quoted comma and newline."""
+    train = "\ufefftext,label\r\nhello there,a\r\n\"hi, you\",a\r\nbye,b\r\n\"so\r\nlong\",b\r\n"
+    dd = load_dataset(_csv_dir(tmp_path, train.encode("utf-8")))
+    assert dd["train"].features["label"].names == ["a", "b"]
+    texts = list(dd["train"]["text"]) + list(dd["validation"]["text"])
+    assert sorted(texts) == sorted(["hello there", "hi, you", "bye", "so\r\nlong"])
+
+
+def test_csv_row_with_the_wrong_number_of_fields_names_its_line(tmp_path):
+    with pytest.raises(ShrinkError, match=r"train.csv:3: 3 fields where the header has 2"):
+        load_dataset(_csv_dir(tmp_path, "text,label\nhello,a\nhi, you,b\nbye,b\n"))
+    with pytest.raises(ShrinkError, match=r"train.csv:2: 1 fields where the header has 2"):
+        load_dataset(_csv_dir(tmp_path, "text,label\nhello\nbye,b\n"))
+    with pytest.raises(ShrinkError, match=r"train.csv:1: column 'label' appears more than once"):
+        load_dataset(_csv_dir(tmp_path, "text,label,label\nhello,a,b\n"))
+
+
+def test_not_utf8_is_named(tmp_path):
+    with pytest.raises(ShrinkError, match=r"train.csv: not UTF-8 CSV \(byte 0xe9 at line 2\)"):
+        load_dataset(_csv_dir(tmp_path, "text,label\ncaf\xe9,a\n".encode("latin-1")))
+
+
+def test_duplicate_json_key_is_refused(tmp_path):
+    payload = '{"train": [["hi", "a"], ["yo", "b"]], "val": [["hey", "a"]], "test": [["ho", "b"]], "train": []}'
+    with pytest.raises(ShrinkError, match=r"data_oos_plus.json: duplicate key 'train'"):
+        load_dataset(DataConfig(source=str(_clinc(tmp_path, payload))))
+
+
+@pytest.mark.parametrize(
+    ("label", "kind"),
+    [(["a", "b"], "a list"), ({"x": 1}, "an object"), (1.5, "a number with a fraction"), (True, "a boolean")],
+)
+def test_labels_must_be_strings_or_integers(tmp_path, label, kind):
+    good = {"train": [["hi", "a"], ["yo", "b"]], "val": [["hey", "a"]], "test": [["ho", "b"]]}
+    bad = {**good, "train": [["hi", "a"], ["yo", label]]}
+    with pytest.raises(ShrinkError, match=rf"train\[1\]: label must be a string or an integer, got {kind}"):
+        load_dataset(DataConfig(source=str(_clinc(tmp_path, bad))))
+
+
+def test_integer_labels_become_class_names(tmp_path):
+    ints = {"train": [["hi", 0], ["yo", 1]], "val": [["hey", 0]], "test": [["ho", 1]]}
+    dd = load_dataset(DataConfig(source=str(_clinc(tmp_path, ints))))
+    assert dd["train"].features["label"].names == ["0", "1"]
+
+
+def test_a_single_class_is_refused(tmp_path):
+    one = {"train": [["hi", "a"], ["yo", "a"]], "val": [["hey", "a"]], "test": [["ho", "a"]]}
+    with pytest.raises(ShrinkError, match=r"training split has 1 class \(\[.a.\]\); a classifier needs at least two"):
+        load_dataset(DataConfig(source=str(_clinc(tmp_path, one))))
+    with pytest.raises(ShrinkError, match="at least two"):
+        load_dataset(_csv_dir(tmp_path, "text,label\nhi,a\nyo,a\n", "text,label\nho,a\n"))
+

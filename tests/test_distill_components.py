@@ -122,7 +122,7 @@ def test_distill_component_bad_trial_exits_with_one_line(
 ):
     with pytest.raises(SystemExit) as exc:
         _distill(tmp_path, "bad", clinc_slice, teacher, logits, trial)
-    assert exc.value.code == 1
+    assert exc.value.code == 3  # shrink.kfp_io.EXIT_EXPECTED: a ShrinkError
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert len(err) == 1 and message in err[0]
 

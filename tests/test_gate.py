@@ -474,7 +474,7 @@ def test_gate_component_needs_model_name_for_champion_challenger(tmp_path, capsy
             report=HTML(uri=str(tmp_path / "r.html")),
             metrics=Metrics(uri=str(tmp_path / "m")),
         )
-    assert exc.value.code == 1
+    assert exc.value.code == 3  # shrink.kfp_io.EXIT_EXPECTED: a ShrinkError
     assert "gate.model_name: needed to compare with the production model" in capsys.readouterr().err
 
 

@@ -28,5 +28,5 @@ def test_prepare_data_component_bad_config_exits_with_one_line(tmp_path, capsys)
             dataset=Dataset(uri=str(tmp_path / "d")),
             metrics=Metrics(uri=str(tmp_path / "m")),
         )
-    assert exc.value.code == 1
+    assert exc.value.code == 3  # shrink.kfp_io.EXIT_EXPECTED: a ShrinkError
     assert "error: data: unknown key 'max_per_clas'" in capsys.readouterr().err

@@ -124,7 +124,7 @@ def test_prune_component_bad_input_is_one_line_and_exit_1(clinc_slice, student_a
     )
     with pytest.raises(SystemExit) as exc:
         prune.python_func(prune=prune_section(), method="random", **args)
-    assert exc.value.code == 1
+    assert exc.value.code == 3  # shrink.kfp_io.EXIT_EXPECTED: a ShrinkError
     assert "method: 'random' is not one of 'magnitude', 'movement'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         prune.python_func(prune={**prune_section(), "target_sparsity": 1.0}, method="magnitude", **args)

@@ -83,7 +83,7 @@ def test_bad_config_exits_with_one_line(tmp_path, trained, capsys):
     with pytest.raises(SystemExit) as exc:
         quantize_torch.python_func(model=Model(uri=str(trained)), quantize={"opset": 16},
                                    out=Model(uri=str(tmp_path / "o")), metrics=Metrics(uri=str(tmp_path / "m")))
-    assert exc.value.code == 1
+    assert exc.value.code == 3  # shrink.kfp_io.EXIT_EXPECTED: a ShrinkError
     assert "error: quantize.opset: 16 is too old" in capsys.readouterr().err
 
 
@@ -93,6 +93,6 @@ def test_wrong_input_exits_with_one_line(tmp_path, chain, clinc_slice, capsys):
         quantize_ort_static.python_func(model=out["dynamic"], dataset=Dataset(uri=str(clinc_slice)),
                                         quantize=QUANTIZE, out=Model(uri=str(tmp_path / "o")),
                                         metrics=Metrics(uri=str(tmp_path / "m")))
-    assert exc.value.code == 1
+    assert exc.value.code == 3  # shrink.kfp_io.EXIT_EXPECTED: a ShrinkError
     err = capsys.readouterr().err
     assert "already quantized to INT8" in err and "Traceback" not in err

@@ -78,3 +78,58 @@ def test_store_up_status_down(tmp_path):
     finally:
         assert storage.store_down(state)
     assert storage.store_status(state) is None
+
+
+def _free_from(start: int, n: int) -> list[int]:
+    """``n`` ports free now at or above ``start`` (the high end of the kernel's ephemeral range)."""
+    import socket
+
+    found, port = [], start
+    while len(found) < n:
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+                found.append(port)
+            except OSError:
+                pass
+        port += 3
+    return found
+
+
+def test_every_port_is_explicit_distinct_and_valid(tmp_path):
+    for s3_port in (8333, None, None, None):
+        server = storage.SeaweedServer.on_free_ports(tmp_path, s3_port=s3_port)
+        http = [server.master_port, server.volume_port, server.filer_port, server.admin_port]
+        grpc = [getattr(server, name) for name in storage.SeaweedServer.GRPC_FIELDS]
+        ports = [server.s3_port, *http, *grpc]
+        assert len(set(ports)) == 10 and all(0 < p <= 65535 for p in ports), ports
+        # SeaweedFS's admin worker dials HTTP + 10000 whatever the flag says: the pair must hold for each.
+        assert grpc[:4] == [p + storage.GRPC_OFFSET for p in http]
+        if s3_port:
+            assert server.s3_port == s3_port
+        flags = {arg.split("=")[0]: arg.split("=")[1] for arg in server.command() if "=" in arg}
+        for name in ("master", "volume", "filer", "admin", "s3"):
+            assert flags[f"-{name}.port.grpc"] == str(getattr(server, f"{name}_grpc_port"))
+
+
+def test_high_http_ports_never_derive_grpc_ports_beyond_65535(tmp_path):
+    """A store.json from before the fix, HTTP ports above 55535: SeaweedFS dialled HTTP+10000 (e.g. 67171)."""
+    import re
+    import time
+
+    fresh = storage.SeaweedServer.on_free_ports(tmp_path / "weed")
+    legacy = {k: v for k, v in fresh.to_state().items() if k not in storage.SeaweedServer.GRPC_FIELDS}
+    names = ("s3_port", "master_port", "volume_port", "filer_port", "admin_port")
+    legacy.update(zip(names, _free_from(58000, 5), strict=True))
+    server = storage.SeaweedServer(**legacy)
+    server.start()
+    try:
+        server.wait_ready(timeout=90)
+        time.sleep(3)  # the admin worker's first dials
+    finally:
+        server.stop()
+    assert all(getattr(server, name) <= 65535 for name in storage.SeaweedServer.GRPC_FIELDS)
+    assert server.admin_port + storage.GRPC_OFFSET == server.admin_grpc_port
+    log = (tmp_path / "weed" / "weed.log").read_text()
+    assert "invalid port" not in log and "is not available, finding alternative" not in log
+    assert not re.findall(r"\b(?:6553[6-9]|655[4-9]\d|65[6-9]\d\d|6[6-9]\d{3}|[7-9]\d{4})\b", log)
