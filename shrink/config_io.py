@@ -24,6 +24,7 @@ from typing import Any, Literal, TypeVar
 
 import yaml
 
+from shrink import files
 from shrink.errors import ShrinkError
 
 T = TypeVar("T")
@@ -46,10 +47,8 @@ def read_yaml(path: str | Path, what: str = "config file") -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ShrinkError(f"{path}: {what} not found")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ShrinkError(f"{path}: not valid YAML: {exc}".replace("\n", " ")) from None
+    # The guarded reader: encoding, permissions and duplicate keys are one line naming the file.
+    data = files.read_yaml(path, "YAML") or {}
     if not isinstance(data, dict):
         raise ShrinkError(f"{path}: expected a mapping, got {type(data).__name__} {data!r}")
     return data

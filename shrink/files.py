@@ -199,10 +199,11 @@ def parse_yaml(text: str, where: str | Path, what: str = "YAML") -> Any:
     try:
         return yaml.load(text, Loader=StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
+        # The same shape as a JSON error: "<file>: not valid <what>: <problem> (line L, column C)".
         mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
+        at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ShrinkError(f"{where}{line}: not valid {what}: {problem}") from None
+        raise ShrinkError(f"{where}: not valid {what}: {problem}{at}") from None
 
 
 def read_yaml(path: str | Path, what: str = "YAML") -> Any:

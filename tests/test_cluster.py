@@ -23,7 +23,8 @@ import yaml
 from kfp import compiler, dsl
 
 import shrink
-from pipelines import connection, object_store, preflight
+from pipelines import cluster_checks as preflight
+from pipelines import connection, object_store
 from pipelines.images import GPU_STEPS, IMAGES, build_plan, image_for, target_for
 from pipelines.submit import PIPELINE_SERVICE_ACCOUNT, list_runs, schedule, submit
 from shrink.config import ImagesConfig, PipelineConfig, from_dict
