@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from shrink.config import PipelineConfig
+from shrink.errors import ShrinkError
 from shrink.logs import log
 
 STATE = Path(".shrink")
@@ -32,8 +33,12 @@ def run_local(
     results_dir: str | Path = "results",
     state_dir: str | Path = STATE,
     caching: bool = True,
+    runner: str = "subprocess",
 ) -> dict[str, Any]:
-    """Execute the pipeline through kfp.local and collect its answer under ``results/<run-id>/``."""
+    """Execute the pipeline through kfp.local and collect its answer under ``results/<run-id>/``.
+
+    ``runner="docker"`` runs every task in its component image (``pipelines/docker_runner.py``).
+    """
     from kfp import local
 
     from pipelines.compression import build_pipeline
@@ -41,8 +46,16 @@ def run_local(
     run_id = run_id or new_run_id(cfg)
     state_dir = Path(state_dir).resolve()
     root = state_dir / "runs" / run_id
+    if runner == "docker":
+        from pipelines.docker_runner import docker_runner
+
+        task_runner = docker_runner(cfg, state_dir)
+    elif runner == "subprocess":
+        task_runner = local.SubprocessRunner(use_venv=False)
+    else:
+        raise ShrinkError(f"runner {runner!r}: use 'subprocess' or 'docker'")
     local.init(
-        runner=local.SubprocessRunner(use_venv=False),
+        runner=task_runner,
         pipeline_root=str(root),
         raise_on_error=True,
         enable_caching=caching,

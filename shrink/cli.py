@@ -73,6 +73,7 @@ def cmd_run(args) -> int:
             results_dir=args.results,
             state_dir=args.state_dir,
             caching=not args.no_cache,
+            runner=args.runner,
         )
     except RuntimeError as exc:  # kfp.local: a task failed; its own error line is in the log above
         raise ShrinkError(str(exc).splitlines()[0]) from None
@@ -168,6 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-id")
     p.add_argument("--results", default="results")
     p.add_argument("--no-cache", action="store_true", help="recompute every step")
+    p.add_argument("--runner", choices=["subprocess", "docker"], default="subprocess",
+                   help="kfp.local runner: subprocesses of this Python, or the component images (make images)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("compile", help="write the KFP IR YAML")
