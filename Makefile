@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 CONFIG ?= pipelines/configs/clinc150.yaml
 
-.PHONY: venv test lint demo bench compile store-up store-down images clean
+.PHONY: venv test lint demo bench compile store-up store-down images engine-up engine-down clean
 
 venv: $(STAMP)
 
@@ -42,12 +42,23 @@ demo: venv store-up
 bench: venv store-up
 	$(BIN)/shrink run --config pipelines/configs/clinc150-bench.yaml
 	$(BIN)/python bench/validity.py
+	PYTHON=$(BIN)/python docker/build.sh --gpu-on-cpu
+	SHRINK_DOCKER_DAG=1 $(BIN)/python -m pytest -q -m docker tests/test_images.py
 
 compile: venv
 	$(BIN)/shrink compile --config $(CONFIG) -o pipeline.yaml
 
+# The CPU images always; the GPU ones where the PyTorch CUDA index answers (build.sh says when not).
+# docker/build.sh starts the project's own engine when none answers (docker/engine.sh) and makes a
+# local Debian base and takes torch from pip's wheel directory where no registry / index answers.
 images: venv
-	docker/build.sh
+	PYTHON=$(BIN)/python docker/build.sh
+
+engine-up:
+	docker/engine.sh up
+
+engine-down:
+	docker/engine.sh down
 
 clean:
 	rm -rf .shrink/runs results pipeline.yaml

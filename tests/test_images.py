@@ -1,0 +1,151 @@
+"""The built component images, checked in a real Docker engine (marker ``docker``).
+
+Where no engine starts (``docker/engine.sh up`` fails: no dockerd and none installable, not
+root), every test here is skipped with that reason. Images that are not built are skipped one by
+one with the command that builds them: CI builds only ``shrink-prepare-data`` (``.ci/run``),
+``make images`` the CPU set, ``docker/build.sh --gpu-on-cpu`` the GPU steps' on CPU torch.
+
+Each image gets one container (with the vfs driver every container start copies the image's
+file system, so checks are batched): it starts as UID/GID 10001, imports its component's
+module, and answers ``--help`` from KFP's entrypoint (``kfp.dsl.executor_main``) and ``shrink``'s.
+CPU images carry no CUDA torch and no ``nvidia-*`` wheels. Then ``prepare_data`` runs in its image
+through kfp.local's DockerRunner on a CLINC150 slice and writes the same dataset as in-process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from pipelines.images import GPU_STEPS, image_for
+from pipelines.steps import STEPS
+from shrink.config import ImagesConfig
+
+pytestmark = pytest.mark.docker
+
+ROOT = Path(__file__).resolve().parents[1]
+CHECK = r"""
+import importlib, json, os, subprocess, sys
+from importlib import metadata
+step = os.environ["SHRINK_STEP"]
+module = importlib.import_module(f"components.{step}.component")
+out = {"uid": os.getuid(), "gid": os.getgid(), "component": hasattr(module, step)}
+for name, cmd in (("kfp_help", [sys.executable, "-m", "kfp.dsl.executor_main", "--help"]),
+                  ("shrink_help", ["shrink", "--help"])):
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    out[name] = proc.returncode == 0 and "usage" in proc.stdout.lower()
+import torch
+out["torch"] = torch.__version__
+out["cuda"] = torch.version.cuda
+out["nvidia"] = sorted(d.metadata["Name"] for d in metadata.distributions()
+                       if (d.metadata["Name"] or "").lower().startswith(("nvidia-", "triton")))
+print("CHECK " + json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def client():
+    """A Docker SDK client on the engine docker/engine.sh finds or starts (never installs one here)."""
+    docker = pytest.importorskip("docker")
+    env = {**os.environ, "SHRINK_DOCKER_INSTALL": os.environ.get("SHRINK_DOCKER_INSTALL", "0")}
+    up = subprocess.run(["bash", str(ROOT / "docker" / "engine.sh"), "up"], capture_output=True, text=True, env=env)
+    if up.returncode != 0:
+        reason = (up.stderr.strip().splitlines() or ["docker/engine.sh up failed"])[-1]
+        pytest.skip(f"no Docker engine: {reason}")
+    host = subprocess.run(["bash", str(ROOT / "docker" / "engine.sh"), "host"], capture_output=True, text=True)
+    if host.stdout.strip():
+        os.environ["DOCKER_HOST"] = host.stdout.strip()
+    c = docker.from_env()
+    yield c
+    c.close()
+
+
+def _image(client, step):
+    ref = image_for(step, ImagesConfig())
+    if not client.images.list(name=ref):
+        how = "docker/build.sh --gpu-on-cpu" if step in GPU_STEPS else "make images"
+        pytest.skip(f"{ref} not built ({how} {step})")
+    return ref
+
+
+@pytest.mark.parametrize("step", sorted(STEPS))  # pipeline steps; a serving image gets its own health check
+def test_image_runs_its_component_as_uid_10001(client, step):
+    ref = _image(client, step)
+    config = client.images.get(ref).attrs["Config"]
+    assert config["User"] == "10001:10001", f"{ref}: USER is {config['User']!r}"
+    assert f"SHRINK_STEP={step}" in config["Env"]
+    logs = client.containers.run(ref, ["python3", "-c", CHECK], network_mode="host", remove=True).decode()
+    line = next(x for x in logs.splitlines() if x.startswith("CHECK "))
+    got = json.loads(line.removeprefix("CHECK "))
+    assert (got["uid"], got["gid"]) == (10001, 10001), f"{ref} runs as {got['uid']}:{got['gid']}"
+    assert got["component"], f"{ref}: components.{step}.component has no {step}()"
+    assert got["kfp_help"] and got["shrink_help"], f"{ref}: an entrypoint does not answer --help: {got}"
+    assert got["torch"].startswith("2.13.0")
+    labels = client.images.get(ref).labels
+    if step not in GPU_STEPS or labels.get("dev.shrink.accelerator") == "none":
+        assert got["cuda"] is None and not got["nvidia"], f"{ref}: CPU image carries CUDA: {got}"
+    else:
+        assert got["cuda"], f"{ref}: GPU image without CUDA torch"
+
+
+def test_prepare_data_runs_in_its_image(client, tmp_path, slice_config):
+    """One component through kfp.local's DockerRunner: the CLINC150 slice, mounted read-only, in the image."""
+    _image(client, "prepare_data")
+    from kfp import local
+
+    from components.prepare_data.component import prepare_data
+    from pipelines.compression import _param
+    from pipelines.docker_runner import docker_runner
+    from shrink.config import PipelineConfig
+
+    cfg = PipelineConfig(name="images-test", model_name="images-test", data=slice_config)
+    runner = docker_runner(cfg, tmp_path / "state", steps=["prepare_data"])
+    local.init(runner=runner, pipeline_root=str(tmp_path / "state" / "runs" / "one"), raise_on_error=True)
+    from kfp import dsl
+
+    @dsl.pipeline(name="prepare-in-image")
+    def one_step():
+        t = prepare_data(data=_param(slice_config))  # no nulls: protobuf Values cannot hold them
+        t.set_container_image(image_for("prepare_data", ImagesConfig()))  # as compression.py does
+
+    try:
+        one_step()
+    finally:
+        local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "sub"))
+    (out,) = (tmp_path / "state" / "runs" / "one").glob("*/prepare-data/dataset")
+    info = json.loads((out / "shrink-data.json").read_text())
+    assert sorted(info["label_names"]) == sorted(slice_config.labels)
+    assert (out / "train").is_dir(), "save_to_disk output missing"
+
+
+@pytest.mark.skipif(not os.environ.get("SHRINK_DOCKER_DAG"), reason="the DAG in containers takes ~20 min under vfs: "
+                    "SHRINK_DOCKER_DAG=1 (make bench sets it)")
+def test_dag_in_containers_decides_as_in_subprocesses(client, tmp_path, seaweed, tiny_model_dir, clinc_dir):
+    """tests/test_pipeline_local.py's tiny DAG: SubprocessRunner, then DockerRunner on the same cache.
+
+    The second run reuses every cached step (kfp.local's cache key is component, image and inputs, not the
+    runner) and runs the uncached ones (benchmarks, the champion's re-measurement, gate, promote) in their images,
+    reading the cached artifacts through the mounted runs/ folder. Latency is measured again, so the passing set
+    and the accuracy figures must agree exactly; the choice among passing candidates is by p95 and is compared
+    only when the first run's margin is clear of timing noise.
+    """
+    for step in STEPS:
+        _image(client, step)
+    from pipelines.local import run_local
+    from tests.test_pipeline_local import config
+
+    cfg = config(clinc_dir, tiny_model_dir)
+    state, results = tmp_path / "state", tmp_path / "results"
+    sub = run_local(cfg, run_id="sub", results_dir=results, state_dir=state)
+    dock = run_local(cfg, run_id="docker", results_dir=results, state_dir=state, runner="docker")
+
+    def passing(summary):
+        return {c["name"]: round(c["summary"]["accuracy"], 6) for c in summary["decision"]["candidates"]
+                if c.get("passed")}
+
+    assert passing(dock) == passing(sub)
+    print(f"chosen: subprocess {sub['chosen']!r}, docker {dock['chosen']!r}")
