@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build (and optionally push) every component image of the shrink pipeline.
+# Build (and optionally push) every component image of the shrink pipeline, and the serving image.
 #
 #   docker/build.sh                          # build all images, tag <registry>/<name>:<package version>
 #   docker/build.sh --push                   # ... and push them
@@ -84,7 +84,8 @@ fi
 CONTEXT="$(mktemp -d)"
 trap 'rm -rf "$CONTEXT"' EXIT
 tar -C "$ROOT" --exclude='__pycache__' --exclude='*.pyc' -cf - \
-  pyproject.toml README.md shrink components pipelines docker/requirements.txt | tar -C "$CONTEXT" -xf -
+  pyproject.toml README.md shrink components pipelines docker/requirements.txt docker/requirements-serve.txt \
+  | tar -C "$CONTEXT" -xf -
 
 export DOCKER_BUILDKIT=1
 built=0
