@@ -38,10 +38,12 @@ store-down: venv
 demo: venv store-up
 	$(BIN)/shrink run --config $(CONFIG)
 
-# Full-size measurements (not CI): the pipeline on full CLINC150 with pruning, then the technique benches.
+# Full-size measurements (not CI): the pipeline on full CLINC150 with pruning, then the technique benches and
+# the serving load test of the model it promoted.
 bench: venv store-up
 	$(BIN)/shrink run --config pipelines/configs/clinc150-bench.yaml
 	$(BIN)/python bench/validity.py
+	$(BIN)/python bench/serve.py --decision results/latest/decision.json
 
 # Serve the demo's production model (the alias in the local object store), following new promotions.
 MODEL_NAME ?= $(shell sed -n 's/^model_name: *//p' $(CONFIG))

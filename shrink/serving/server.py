@@ -53,6 +53,7 @@ class RequestMetrics:
     def __init__(self, app, model_name: str):
         self.app = app
         self.model_name = model_name
+        self._children: dict[tuple, tuple] = {}
 
     async def __call__(self, scope, receive, send):
         """Pass every request on; check, time and count the POSTs to a model."""
@@ -84,8 +85,15 @@ class RequestMetrics:
                 )
         finally:
             name = self.model_name if path.split("/")[3].split(":")[0] == self.model_name else "unknown"
-            metrics.REQUESTS.labels(name, protocol, str(status["code"])).inc()
-            metrics.LATENCY.labels(name, protocol).observe(time.perf_counter() - start)
+            key = (name, protocol, status["code"])
+            children = self._children.get(key)
+            if children is None:  # labelled children made once per (model, protocol, status)
+                children = self._children[key] = (
+                    metrics.REQUESTS.labels(name, protocol, str(key[2])),
+                    metrics.LATENCY.labels(name, protocol),
+                )
+            children[0].inc()
+            children[1].observe(time.perf_counter() - start)
 
 
 def _json(obj, status: int = 200):
