@@ -502,6 +502,12 @@ def test_serve_config_is_checked():
 # --------------------------------------------------------------------------- servability and the cluster manifests
 
 
+def test_check_servable_accepts_a_pytorch_artifact(tiny_artifact):
+    from shrink.serving import check_servable
+
+    check_servable(tiny_artifact)  # FP32 PyTorch through open_classifier's torch path
+
+
 def test_check_servable_loads_and_answers_through_the_serving_path(tmp_path, exported):
     from shrink.artifact import read_meta, write_artifact
     from shrink.serving import check_servable
