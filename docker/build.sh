@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build (and optionally push) every component image of the shrink pipeline.
+# Build (and optionally push) every component image of the shrink pipeline, and the serving image.
 #
 #   docker/build.sh                          # build all images, tag <registry>/<name>:<package version>
 #   docker/build.sh --push                   # ... and push them
@@ -140,7 +140,7 @@ fi
 CONTEXT="$(mktemp -d)"
 trap 'rm -rf "$CONTEXT"' EXIT
 tar -C "$ROOT" --exclude='__pycache__' --exclude='*.pyc' -cf - \
-  pyproject.toml README.md shrink components pipelines docker/requirements.txt | tar -C "$CONTEXT" -xf -
+  pyproject.toml README.md shrink components pipelines docker/requirements.txt docker/requirements-serve.txt | tar -C "$CONTEXT" -xf -
 mkdir -p "$CONTEXT/docker/wheels"
 
 # torch: from its index, or from a wheel directory (TORCH_WHEELS, else pip's find-links) when the

@@ -23,6 +23,10 @@ from shrink.errors import ShrinkError
 # Step (the component's folder under components/) -> image repository name, from the catalog.
 IMAGES: dict[str, str] = {name: step.image for name, step in STEPS.items()}
 
+# Images that are not pipeline steps: name -> image repository name. ``serve`` is what KServe's
+# ServingRuntime ``shrink-serve`` runs (k8s/base/serving.yaml); built and tagged like the steps.
+EXTRA_IMAGES: dict[str, str] = {"serve": "shrink-serve"}
+
 # Steps whose image carries CUDA PyTorch (docker/Dockerfile's runtime-gpu stage); the rest
 # carry the CPU wheel. The CPU images are what production serves with, so quantization,
 # export and benchmarking run on exactly the kernels the model will meet in production.
@@ -64,20 +68,21 @@ def image_for(step: str, images_cfg: ImagesConfig) -> str:
         raise ShrinkError(
             f"images.registry: {images_cfg.registry!r} is not a valid registry (lowercase host[:port]/path)"
         )
-    name = IMAGES[step]
+    name = {**IMAGES, **EXTRA_IMAGES}[step]
     return f"{registry}/{name}:{tag}" if registry else f"{name}:{tag}"
 
 
 def _check_step(step: str) -> None:
-    if step not in IMAGES:
-        raise ShrinkError(f"no image for step {step!r} (known steps: {', '.join(sorted(IMAGES))})")
+    if step not in IMAGES and step not in EXTRA_IMAGES:
+        known = ", ".join(sorted(IMAGES))
+        raise ShrinkError(f"no image for step {step!r} (known steps: {known}; other images: {', '.join(EXTRA_IMAGES)})")
 
 
 def build_plan(images_cfg: ImagesConfig) -> list[tuple[str, str, str, str]]:
-    """(step, docker target, ``cpu``|``gpu``, image reference) for every image, CPU ones first."""
+    """(step or extra image, docker target, ``cpu``|``gpu``, image reference) for every image, CPU ones first."""
     rows = [
         (step, target_for(step), "gpu" if step in GPU_STEPS else "cpu", image_for(step, images_cfg))
-        for step in IMAGES
+        for step in [*IMAGES, *EXTRA_IMAGES]
     ]
     return sorted(rows, key=lambda r: (r[2], r[0]))
 

@@ -7,6 +7,7 @@
     shrink submit|schedule|runs ...     start, schedule and list runs on Kubeflow
     shrink promote --rollback ...       point production back at the previous version
     shrink registry list|gc ...         promoted and never-promoted versions; remove orphans
+    shrink serve --model DIR|ALIAS      serve a model over KServe's v1 and v2 protocols
 
 Expected failures (bad input, a store that is down) print one ``error:`` line
 and exit 1; a traceback means a bug.
@@ -172,6 +173,30 @@ def cmd_registry(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    """`shrink serve`: answer texts over HTTP with an artifact, or whatever the production alias names."""
+    from shrink import storage
+    from shrink.config import from_dict, load_yaml
+    from shrink.serving.config import ServeConfig
+
+    storage.load_local_env(args.state_dir)
+    flags = {k: v for k, v in vars(args).items() if k in SERVE_FLAGS and v is not None}
+    if args.config:
+        cfg = load_yaml(ServeConfig, args.config, section="serve")
+        cfg = from_dict(ServeConfig, {**vars(cfg), **flags}, f"{args.config}:serve + flags")
+    else:
+        cfg = from_dict(ServeConfig, flags, "serve flags")
+    from shrink.serving.server import serve
+
+    serve(cfg)
+    return 0
+
+
+# `shrink serve` flags that are ServeConfig fields (the rest of its settings come from --config).
+SERVE_FLAGS = ("model", "name", "host", "port", "workers", "intra_op_threads", "max_batch_size", "max_latency_ms",
+               "cache_size", "poll_seconds")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser; one sub-command per function above."""
     parser = argparse.ArgumentParser(prog="shrink", description=__doc__.split("\n\n")[0])
@@ -233,6 +258,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grace", default="24h", help="gc: keep anything newer than this (e.g. 3600s, 30m, 6h, 2d)")
     p.add_argument("--yes", action="store_true", help="gc: delete (without it, only report what would go)")
     p.set_defaults(func=cmd_registry)
+    p = sub.add_parser("serve", help="serve a model over KServe's protocols (v1, v2), following the alias")
+    p.add_argument("--model", help="artifact directory, or s3://<bucket>/<model>/production.json to follow")
+    p.add_argument("--config", help="YAML file whose `serve` section holds any ServeConfig setting")
+    p.add_argument("--name", help="model name in the URLs (default: the registry model name, or 'model')")
+    p.add_argument("--host", help="listen address (default 0.0.0.0; 127.0.0.1 keeps it local)")
+    p.add_argument("--port", type=int, help="HTTP port (default 8080)")
+    p.add_argument("--workers", type=int, help="server processes, each with its own model (default 1)")
+    p.add_argument("--threads", dest="intra_op_threads", type=int, help="intra-op threads per worker (default 1)")
+    p.add_argument("--max-batch-size", type=int, help="most texts per model run; 1 turns batching off (default 32)")
+    p.add_argument("--max-latency-ms", type=float, help="longest wait for a batch to fill (default 0)")
+    p.add_argument("--cache-size", type=int, help="answers kept in the LRU cache; 0 turns it off (default 10000)")
+    p.add_argument("--poll-seconds", type=float, help="how often the alias is read (default 10)")
+    p.set_defaults(func=cmd_serve)
     return parser
 
 

@@ -6,7 +6,7 @@ Layout under the registry root (``s3://<bucket>``)::
         <artifact files>, shrink.json  the sealed shrink artifact, as benchmarked
         benchmark.json                 its benchmark record (champion/challenger reads it)
         MODEL_CARD.md, model-card.json metrics, SLOs, lineage, data, hardware
-        inferenceservice.yaml          KServe manifest for this version
+        inferenceservice.yaml          KServe manifest for this version (shrink.serving.manifest)
         .shrink-manifest.json          written last: the upload is complete
     <model-name>/production.json       the alias: a small pointer object
 
@@ -37,13 +37,13 @@ from shrink import storage
 from shrink.artifact import ArtifactMeta, hash_tree, read_meta
 from shrink.errors import ShrinkError
 from shrink.logs import log
+from shrink.serving.manifest import MODEL_FORMATS, RUNTIME, inference_service
 from shrink.slo import GateConfig
 
 ALIAS = "production.json"
 CARD_FILES = ("benchmark.json", "MODEL_CARD.md", "model-card.json", "inferenceservice.yaml")
-RUNTIMES = {"onnx": "shrink-onnxruntime", "pytorch": "shrink-huggingface"}
-MODEL_FORMATS = {"onnx": "onnx", "pytorch": "huggingface"}
-SERVICE_ACCOUNT = "shrink-serving"
+# The KServe objects of a promoted version: every format is served by `shrink serve` (shrink/serving/).
+RUNTIMES = {fmt: RUNTIME for fmt in MODEL_FORMATS}
 # How many earlier pointers an alias keeps inline: enough to roll back repeatedly, bounded in size.
 HISTORY_DEPTH = 20
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -169,53 +169,6 @@ def make_version(meta: ArtifactMeta, when: float | None = None) -> str:
     """``YYYYMMDDTHHMMSSZ-<hash8>``: sorts by time, and two models promoted in one second still differ."""
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(when))
     return f"{stamp}-{meta.content_hash()[:8]}"
-
-
-def _dns_name(model_name: str) -> str:
-    name = re.sub(r"[^a-z0-9-]+", "-", model_name.lower()).strip("-")
-    if not name or not name[0].isalpha():
-        name = f"m-{name}".rstrip("-")
-    return name[:63].rstrip("-")
-
-
-def inference_service(model_name: str, version: str, uri: str, meta: ArtifactMeta,
-                      record: dict | None) -> dict:
-    """A KServe v1beta1 InferenceService for one version, sized like the benchmark that approved it.
-
-    CPU request and limit equal the cores the benchmark used (Guaranteed QoS,
-    so serving latency is the latency that was measured); the memory limit is
-    twice the benchmark's peak RSS, at least 512 Mi.
-    """
-    cores = int((record or {}).get("hardware", {}).get("cores_used") or 1)
-    peak = float((record or {}).get("memory", {}).get("peak_rss_mb") or 0)
-    memory = f"{max(512, int(2 * peak) + 1)}Mi"
-    return {
-        "apiVersion": "serving.kserve.io/v1beta1",
-        "kind": "InferenceService",
-        "metadata": {
-            "name": _dns_name(model_name),
-            "labels": {"app.kubernetes.io/part-of": "shrink", "shrink.dev/model": _dns_name(model_name)},
-            "annotations": {
-                "shrink.dev/version": version,
-                "shrink.dev/content-hash": meta.content_hash(),
-                "shrink.dev/technique": meta.technique,
-            },
-        },
-        "spec": {
-            "predictor": {
-                "serviceAccountName": SERVICE_ACCOUNT,
-                "model": {
-                    "modelFormat": {"name": MODEL_FORMATS[meta.format]},
-                    "runtime": RUNTIMES[meta.format],
-                    "storageUri": uri,
-                    "resources": {
-                        "requests": {"cpu": str(cores), "memory": memory},
-                        "limits": {"cpu": str(cores), "memory": memory},
-                    },
-                },
-            }
-        },
-    }
 
 
 def model_card(model_name: str, version: str, uri: str, meta: ArtifactMeta, candidate: str,

@@ -27,14 +27,36 @@ DEFAULT_MAX_LENGTH = 128
 class Classifier:
     """A loaded artifact: tokenize, run, argmax. Subclasses implement :meth:`logits`."""
 
-    def __init__(self, directory: str | Path, meta: ArtifactMeta, max_length: int | None = None):
-        from shrink.models import load_tokenizer
-
+    def __init__(
+        self,
+        directory: str | Path,
+        meta: ArtifactMeta,
+        max_length: int | None = None,
+        input_names: list[str] | None = None,
+    ):
         self.directory = Path(directory)
         self.meta = meta
-        self.tokenizer = load_tokenizer(directory)
+        self._tokenizer = None
         self.max_length = max_length or int(meta.settings.get("max_length", DEFAULT_MAX_LENGTH))
-        self._backend, self._fields = _serving_tokenizer(self.tokenizer, self.max_length)
+        self._backend, self._fields = (None, {})
+        if input_names is not None:  # a graph that names its inputs: no need for transformers (nor torch)
+            self._backend, self._fields = _tokenizer_from_files(self.directory, self.max_length, input_names)
+        if self._backend is None:
+            self._backend, self._fields = _serving_tokenizer(self.tokenizer, self.max_length)
+
+    @property
+    def tokenizer(self):
+        """The Hugging Face tokenizer, loaded on first use.
+
+        Why lazily: ``transformers`` imports torch (~250 MB of a serving
+        worker's memory), and an ONNX model tokenized by the Rust tokenizer
+        from its own files needs neither.
+        """
+        if self._tokenizer is None:
+            from shrink.models import load_tokenizer
+
+            self._tokenizer = load_tokenizer(self.directory)
+        return self._tokenizer
 
     @property
     def label_names(self) -> list[str]:
@@ -108,6 +130,43 @@ def _serving_tokenizer(tokenizer, max_length: int):
     return fast, {n: _ENCODING_FIELDS[n] for n in names}
 
 
+def _tokenizer_from_files(directory: Path, max_length: int, input_names: list[str]):
+    """The Rust tokenizer read straight from ``tokenizer.json``, set up as :func:`_serving_tokenizer` does.
+
+    The same tokenizer the HF wrapper builds around the same file (its
+    ``backend_tokenizer`` serialises identically; a test checks the ids on a
+    CLINC150 slice), with the padding and truncation settings taken from
+    ``tokenizer_config.json``. ``input_names`` are the inputs the model takes;
+    returns ``(None, {})`` when a file or setting is missing, or an input is one
+    a ``tokenizers.Encoding`` does not hold: the caller then uses the wrapper.
+    """
+    import json
+
+    from tokenizers import Tokenizer
+
+    files = (directory / "tokenizer.json", directory / "tokenizer_config.json")
+    if not all(f.is_file() for f in files) or any(n not in _ENCODING_FIELDS for n in input_names):
+        return None, {}
+    try:
+        config = json.loads(files[1].read_text())
+        fast = Tokenizer.from_file(str(files[0]))
+    except Exception:  # noqa: BLE001 - an unreadable file: the HF wrapper will say what is wrong
+        return None, {}
+    pad = config.get("pad_token")
+    pad = pad.get("content") if isinstance(pad, dict) else pad
+    pad_id = fast.token_to_id(pad) if isinstance(pad, str) else None
+    if pad_id is None:
+        return None, {}
+    fast.enable_truncation(max_length, direction=config.get("truncation_side", "right"))
+    fast.enable_padding(
+        direction=config.get("padding_side", "right"),
+        pad_id=pad_id,
+        pad_type_id=int(config.get("pad_token_type_id", 0)),
+        pad_token=pad,
+    )
+    return fast, {n: _ENCODING_FIELDS[n] for n in input_names}
+
+
 class TorchClassifier(Classifier):
     """A PyTorch module behind the common interface (FP32, INT8 or densified sparse)."""
 
@@ -130,7 +189,7 @@ class OrtClassifier(Classifier):
     def __init__(self, directory, meta, threads: int | None = None, max_length=None):
         import onnxruntime as ort
 
-        super().__init__(directory, meta, max_length)
+        self.directory = Path(directory)
         runtime = dict(meta.runtime)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = int(threads or runtime.get("intra_op_threads", 1))
@@ -151,6 +210,7 @@ class OrtClassifier(Classifier):
         except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
             raise ShrinkError(f"{model_path}: ONNX Runtime cannot load it: {exc}".splitlines()[0]) from None
         self.input_names = [i.name for i in self.session.get_inputs()]
+        super().__init__(directory, meta, max_length, input_names=self.input_names)
 
     def logits(self, encoded):
         """Run the session; inputs the graph does not take (e.g. token_type_ids) are dropped."""

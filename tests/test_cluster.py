@@ -25,7 +25,7 @@ from kfp import compiler, dsl
 import shrink
 from pipelines import cluster_checks as preflight
 from pipelines import connection, object_store
-from pipelines.images import GPU_STEPS, IMAGES, build_plan, image_for, target_for
+from pipelines.images import EXTRA_IMAGES, GPU_STEPS, IMAGES, build_plan, image_for, target_for
 from pipelines.submit import PIPELINE_SERVICE_ACCOUNT, list_runs, schedule, submit
 from shrink.config import ImagesConfig, PipelineConfig, from_dict
 from shrink.errors import ShrinkError
@@ -129,7 +129,7 @@ def test_every_step_has_one_distinct_image_and_target():
     assert {"train_teacher", "teacher_logits", "distill", "prune"} <= GPU_STEPS
     assert not {"prepare_data", "quantize_torch", "export_onnx", "benchmark", "gate", "promote"} & GPU_STEPS
     plan = build_plan(ImagesConfig(tag="9.9.9"))
-    assert sorted(row[0] for row in plan) == sorted(IMAGES)
+    assert sorted(row[0] for row in plan) == sorted([*IMAGES, *EXTRA_IMAGES])
     assert all(row[1] == target_for(row[0]) and row[3].endswith(":9.9.9") for row in plan)
     assert {row[0] for row in plan if row[2] == "gpu"} == GPU_STEPS
 

@@ -19,10 +19,13 @@ import pytest
 import yaml
 from kubernetes import client as k8s
 
+import shrink
 from pipelines import object_store
+from pipelines.images import image_for
 from pipelines.submit import PIPELINE_SERVICE_ACCOUNT
 from shrink import promote
-from shrink.config import PlacementConfig, StoreConfig
+from shrink.config import ImagesConfig, PlacementConfig, StoreConfig
+from shrink.serving import manifest
 
 ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / "k8s"
@@ -123,8 +126,7 @@ def test_kustomize_builds_the_expected_objects(objects):
         ("ConfigMap", object_store.S3_CONFIG_MAP),
         ("Secret", object_store.S3_SECRET),
         ("ServiceAccount", "shrink-serving"),
-        ("ServingRuntime", "shrink-onnxruntime"),
-        ("ServingRuntime", "shrink-huggingface"),
+        ("ServingRuntime", manifest.RUNTIME),
     }
     for obj in objects:
         assert obj["metadata"]["namespace"] == NAMESPACE, obj["metadata"]["name"]
@@ -179,11 +181,15 @@ def test_serving_runtimes_match_kserve_schema_and_production_pool(objects, artif
     assert runtime["apiVersion"] == "serving.kserve.io/v1alpha1"
     assert _check_serving_runtime(runtime) == []
     spec = runtime["spec"]
-    expected = {"name": promote.MODEL_FORMATS[artifact_format], "version": "1", "autoSelect": True}
-    assert expected.items() <= spec["supportedModelFormats"][0].items()
+    expected = {"name": promote.MODEL_FORMATS[artifact_format], "version": manifest.FORMAT_VERSION, "autoSelect": True}
+    assert any(expected.items() <= fmt.items() for fmt in spec["supportedModelFormats"])
     (container,) = spec["containers"]
     image, _, tag = container["image"].rpartition(":")
     assert image and tag and tag != "latest" and "/" not in tag, f"pin the image: {container['image']}"
+    # The image built by docker/build.sh for this release (target serve), and the port the model answers on.
+    assert container["image"] == image_for("serve", ImagesConfig(tag=shrink.__version__))
+    assert {"containerPort": manifest.HTTP_PORT, "protocol": "TCP"} in container["ports"]
+    assert container["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": manifest.HTTP_PORT}
     # The artifact as promoted (a flat directory) is what KServe downloads to /mnt/models.
     assert "/mnt/models" in " ".join(container.get("args", [])) and "{{.Name}}" in " ".join(container["args"])
     # Production runs where and how the benchmark measured: the CPU pool, the benchmark's envelope.
@@ -193,11 +199,11 @@ def test_serving_runtimes_match_kserve_schema_and_production_pool(objects, artif
     assert container["resources"]["requests"] == {"cpu": bench.cpu_request, "memory": bench.memory_request}
     assert container["resources"]["limits"] == {"cpu": bench.cpu_limit, "memory": bench.memory_limit}
     assert container["securityContext"]["runAsNonRoot"] is True
-    assert promote.SERVICE_ACCOUNT == "shrink-serving"
+    assert manifest.SERVICE_ACCOUNT == "shrink-serving"
 
 
 def test_mistyped_serving_runtime_is_caught(objects):
-    runtime = _get(objects, "ServingRuntime", "shrink-onnxruntime")
+    runtime = _get(objects, "ServingRuntime", manifest.RUNTIME)
     broken = {**runtime, "spec": {**runtime["spec"], "supportedModelFormat": []}}
     broken["spec"]["containers"] = [{**runtime["spec"]["containers"][0], "arg": ["x"]}]
     errors = _check_serving_runtime(broken)
@@ -212,7 +218,7 @@ def test_example_inference_service_uses_the_runtime_and_registry():
     assert set(predictor) - pod_fields - COMPONENT_EXTENSION - {"model"} == set()
     model = predictor["model"]
     assert set(model) - MODEL_SPEC - set(k8s.V1Container.attribute_map.values()) == set()
-    assert model["runtime"] == "shrink-onnxruntime" and model["modelFormat"]["name"] == "onnx"
+    assert model["runtime"] == "shrink-serve" and model["modelFormat"]["name"] == "shrink-onnx"
     assert predictor["serviceAccountName"] == "shrink-serving"
     assert model["storageUri"].startswith(f"s3://{StoreConfig().registry_bucket}/")
     assert model["runtime"] == promote.RUNTIMES["onnx"]

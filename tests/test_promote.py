@@ -68,7 +68,8 @@ def test_promote_publishes_verified_version_card_and_manifest(seaweed, tmp_path)
     predictor = isvc["spec"]["predictor"]
     assert isvc["kind"] == "InferenceService" and predictor["serviceAccountName"] == "shrink-serving"
     assert predictor["model"]["storageUri"] == pointer["uri"]
-    assert predictor["model"]["runtime"] == "shrink-onnxruntime"
+    assert predictor["model"]["runtime"] == "shrink-serve"
+    assert predictor["model"]["modelFormat"] == {"name": "shrink-onnx", "version": "1"}
     # Champion/challenger reads the record back from the registry.
     prod = current_production(name, REGISTRY)
     assert prod["version"] == pointer["version"] and prod["benchmark"]["candidate"] == "ort_int8_dynamic"
@@ -90,7 +91,8 @@ def test_second_promotion_keeps_history_and_rollback_restores(seaweed, tmp_path)
         .get_object(Bucket="shrink-models", Key=f"{name}/{v2['version']}/inferenceservice.yaml")["Body"]
         .read()
     )
-    assert isvc["spec"]["predictor"]["model"]["runtime"] == "shrink-huggingface"
+    assert isvc["spec"]["predictor"]["model"]["runtime"] == "shrink-serve"
+    assert isvc["spec"]["predictor"]["model"]["modelFormat"]["name"] == "shrink-pytorch"
 
     back = rollback(name, REGISTRY)
     assert back["version"] == v1["version"] and back["rolled_back_from"] == v2["version"]
