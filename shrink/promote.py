@@ -148,21 +148,29 @@ def current_production(model_name: str, registry_uri: str, s3=None) -> dict | No
     return {**pointer, "benchmark": benchmark}
 
 
-def list_versions(model_name: str, registry_uri: str, s3=None, promoted: bool | None = None) -> list[str]:
+def list_versions(model_name: str, registry_uri: str, s3=None) -> list[str]:
     """Complete versions (those with an upload manifest), oldest first.
 
-    ``promoted=True`` keeps the versions that reached production (``shrink/registry.py`` says how
-    that is known), ``False`` the complete uploads that never did; ``None`` returns both.
+    ``shrink.registry.list_versions`` tells promoted versions from uploads that never reached production.
     """
-    if promoted is not None:
-        from shrink import registry
-
-        inv = registry.inventory(model_name, registry_uri, s3=s3)
-        return inv.promoted if promoted else inv.unpromoted
     s3 = s3 or storage.client()
     bucket, root = _model_root(model_name, registry_uri)
     keys = storage.list_keys(f"s3://{bucket}/{root}", s3=s3)
     return sorted({k[len(root):].split("/")[0] for k in keys if k.endswith("/" + storage.MANIFEST)})
+
+
+MARKERS = ".promoted"  # <model>/.promoted/<version>.json: written once the alias has named the version
+
+
+def marker_key(root: str, version: str) -> str:
+    """Where the promotion marker of ``version`` lives, under the model's prefix ``root``."""
+    return f"{root}{MARKERS}/{version}.json"
+
+
+def mark_promoted(s3, bucket: str, root: str, pointer: dict) -> None:
+    """Record that ``pointer['version']`` was promoted (call after the alias names it)."""
+    body = {k: v for k, v in pointer.items() if k != "previous"}
+    storage.put_json(f"s3://{bucket}/{marker_key(root, pointer['version'])}", body, s3=s3)
 
 
 def make_version(meta: ArtifactMeta, when: float | None = None) -> str:
@@ -329,9 +337,7 @@ def promote(model_dir: str | Path, decision: dict, cfg: GateConfig, model_name: 
             # this promotion moved it and died before reporting. Say so; "unchanged" would be untrue.
             log.info("promote: production already is %s (%s), moved by an earlier attempt",
                      current["version"], candidate)
-            from shrink import registry
-
-            registry.mark_promoted(s3, bucket, root, current)
+            mark_promoted(s3, bucket, root, current)
             return {**current, "unchanged": False, "completed_earlier": True}
         log.info("promote: %s is already in production as %s; alias unchanged", candidate, current["version"])
         return {**current, "unchanged": True}
@@ -372,9 +378,7 @@ def promote(model_dir: str | Path, decision: dict, cfg: GateConfig, model_name: 
         "previous": _trim(current),
     }
     _write_alias(s3, bucket, alias_key, pointer, etag)
-    from shrink import registry
-
-    registry.mark_promoted(s3, bucket, root, pointer)  # after the alias: a marker never names a loser
+    mark_promoted(s3, bucket, root, pointer)  # after the alias: a marker never names a loser
     log.info("promote: production -> %s (previous: %s)", version, current and current["version"])
     return pointer
 

@@ -31,27 +31,11 @@ from typing import Any
 
 from shrink import storage
 from shrink.errors import ShrinkError
+from shrink.promote import ALIAS, MARKERS, _model_root, _read_alias, mark_promoted, marker_key  # noqa: F401 - re-exported
+from shrink.promote import list_versions as _list_all
 
-MARKERS = ".promoted"
 STAGING_PREFIX = "shrink-promote-"  # promote.py's tempfile.TemporaryDirectory prefix
 DEFAULT_GRACE_S = 24 * 3600
-
-
-def _root(model_name: str, registry_uri: str) -> tuple[str, str]:
-    from shrink.promote import _model_root
-
-    return _model_root(model_name, registry_uri)
-
-
-def marker_key(root: str, version: str) -> str:
-    """Where the promotion marker of ``version`` lives, under the model's prefix ``root``."""
-    return f"{root}{MARKERS}/{version}.json"
-
-
-def mark_promoted(s3, bucket: str, root: str, pointer: dict[str, Any]) -> None:
-    """Record that ``pointer['version']`` was promoted (call after the alias names it)."""
-    body = {k: v for k, v in pointer.items() if k != "previous"}
-    storage.put_json(f"s3://{bucket}/{marker_key(root, pointer['version'])}", body, s3=s3)
 
 
 def alias_chain(pointer: dict[str, Any] | None) -> list[str]:
@@ -100,10 +84,8 @@ def _objects(s3, bucket: str, root: str) -> list[dict[str, Any]]:
 
 def inventory(model_name: str, registry_uri: str, s3=None) -> Inventory:
     """Sort a model's version prefixes into promoted, never promoted and incomplete."""
-    from shrink.promote import ALIAS, _read_alias
-
     s3 = s3 or storage.client()
-    bucket, root = _root(model_name, registry_uri)
+    bucket, root = _model_root(model_name, registry_uri)
     pointer, _ = _read_alias(s3, bucket, root + ALIAS)
     chain = alias_chain(pointer)
     inv = Inventory(production=chain[0] if chain else None, history=chain[1:])
@@ -212,7 +194,7 @@ def gc(
     """
     s3 = s3 or storage.client()
     now = time.time() if now is None else now
-    bucket, root = _root(model_name, registry_uri)
+    bucket, root = _model_root(model_name, registry_uri)
     inv = inventory(model_name, registry_uri, s3=s3)
     report = GcReport(dry_run=dry_run, kept=list(inv.promoted))
     for version in sorted(inv.unpromoted + inv.incomplete):
@@ -235,8 +217,6 @@ def gc(
 
 
 def _alias(s3, bucket: str, root: str) -> dict[str, Any] | None:
-    from shrink.promote import ALIAS, _read_alias
-
     return _read_alias(s3, bucket, root + ALIAS)[0]
 
 
@@ -251,3 +231,15 @@ def describe(report: GcReport) -> list[str]:
     if report.dry_run and (report.removed or report.staging):
         lines.append("dry run: nothing deleted; pass --yes to delete")
     return lines
+
+
+def list_versions(model_name: str, registry_uri: str, s3=None, promoted: bool | None = None) -> list[str]:
+    """Complete versions, oldest first, optionally only the promoted or the never-promoted ones.
+
+    ``promoted=True``: those that reached production (a marker or the alias names them);
+    ``False``: the complete uploads that never did; ``None``: both.
+    """
+    if promoted is None:
+        return _list_all(model_name, registry_uri, s3=s3)
+    inv = inventory(model_name, registry_uri, s3=s3)
+    return inv.promoted if promoted else inv.unpromoted

@@ -4,12 +4,13 @@ nothing an alias or its history names is touched."""
 import time
 
 import pytest
-from test_promote import REGISTRY, decision_for, fresh_name, make_artifact
 
 from shrink import registry, storage
 from shrink.cli import main
 from shrink.errors import ShrinkError
-from shrink.promote import list_versions, promote, rollback
+from shrink.promote import promote, rollback
+from shrink.registry import list_versions
+from tests.factories import REGISTRY, decision_for, fresh_name, make_artifact
 
 
 def _snapshot(s3, name):
