@@ -23,10 +23,12 @@ $(STAMP): pyproject.toml
 
 test: venv
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
 
 lint: venv
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/hadolint --config docker/.hadolint.yaml docker/Dockerfile
 
 store-up: venv

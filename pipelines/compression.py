@@ -141,9 +141,7 @@ def build_pipeline(cfg: PipelineConfig):
         logits = step(
             teacher_logits_op(dataset=dataset, teacher=teacher_model, distill=distill), "teacher_logits"
         ).outputs["logits"]
-        with dsl.ParallelFor(
-            items=trials, parallelism=cfg.distill.search.parallelism, name="distill-trials"
-        ) as trial:
+        with dsl.ParallelFor(items=trials, parallelism=cfg.distill.search.parallelism, name="distill-trials") as trial:
             trial_task = step(
                 distill_op(dataset=dataset, teacher=teacher_model, logits=logits, distill=distill, trial=trial),
                 "distill",
@@ -176,9 +174,7 @@ def build_pipeline(cfg: PipelineConfig):
                 export_onnx_op(model=ps.outputs["pruned"], quantize=quantize, dataset=dataset),
                 "export_onnx:structured",
             )
-            ps_opt = step(
-                optimize_onnx_op(model=ps_onnx.outputs["out"], quantize=quantize), "optimize_onnx:structured"
-            )
+            ps_opt = step(optimize_onnx_op(model=ps_onnx.outputs["out"], quantize=quantize), "optimize_onnx:structured")
             step(
                 quantize_ort_dynamic_op(model=ps_opt.outputs["out"], quantize=quantize),
                 "quantize_ort_dynamic:structured",

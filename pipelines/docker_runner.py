@@ -111,9 +111,7 @@ def docker_runner(cfg: PipelineConfig, state_dir: Path, steps: list[str] | None 
     for path in sorted(_local_paths(to_dict(cfg))):
         source = str(Path(path).resolve())
         mounts.append(Mount(target=os.path.abspath(path), source=source, type="bind", read_only=True))
-    env = {
-        k: v for k, v in os.environ.items() if k.startswith(PASSED_ENV_PREFIXES) or k in PASSED_ENV
-    }
+    env = {k: v for k, v in os.environ.items() if k.startswith(PASSED_ENV_PREFIXES) or k in PASSED_ENV}
     return local.DockerRunner(
         network_mode="host",
         user=f"{os.getuid()}:{os.getgid()}",

@@ -49,8 +49,17 @@ from shrink.metrics import accuracy_report, bootstrap_ci, confusion_matrix, perc
 from shrink.record import SCHEMA, BenchmarkRecord, write_record
 
 __all__ = [
-    "Measurement", "accuracy_report", "bootstrap_ci", "confusion_matrix", "count_parameters",
-    "eval_selection", "measure", "percentiles", "pinned_cpus", "run_benchmark", "size_report",
+    "Measurement",
+    "accuracy_report",
+    "bootstrap_ci",
+    "confusion_matrix",
+    "count_parameters",
+    "eval_selection",
+    "measure",
+    "percentiles",
+    "pinned_cpus",
+    "run_benchmark",
+    "size_report",
 ]
 
 # Sizes are in MiB (2**20 bytes), the unit of the usual reference figures: BERT-base FP32 is "418 MB".
@@ -60,15 +69,31 @@ MB = 1024 * 1024
 
 # safetensors dtype -> (bytes per element, unsigned view used to test "is zero" bit-exactly)
 _ST_DTYPES = {
-    "F64": (8, np.uint64), "F32": (4, np.uint32), "F16": (2, np.uint16), "BF16": (2, np.uint16),
-    "F8_E4M3": (1, np.uint8), "F8_E5M2": (1, np.uint8),
-    "I64": (8, np.int64), "I32": (4, np.int32), "I16": (2, np.int16), "I8": (1, np.int8),
-    "U64": (8, np.uint64), "U32": (4, np.uint32), "U16": (2, np.uint16), "U8": (1, np.uint8),
+    "F64": (8, np.uint64),
+    "F32": (4, np.uint32),
+    "F16": (2, np.uint16),
+    "BF16": (2, np.uint16),
+    "F8_E4M3": (1, np.uint8),
+    "F8_E5M2": (1, np.uint8),
+    "I64": (8, np.int64),
+    "I32": (4, np.int32),
+    "I16": (2, np.int16),
+    "I8": (1, np.int8),
+    "U64": (8, np.uint64),
+    "U32": (4, np.uint32),
+    "U16": (2, np.uint16),
+    "U8": (1, np.uint8),
     "BOOL": (1, np.uint8),
 }
 # Everything but the sign bit: +0.0 and -0.0 are both zero weights.
-_FLOAT_MAGNITUDE = {"F64": 0x7FFF_FFFF_FFFF_FFFF, "F32": 0x7FFF_FFFF, "F16": 0x7FFF, "BF16": 0x7FFF,
-                    "F8_E4M3": 0x7F, "F8_E5M2": 0x7F}
+_FLOAT_MAGNITUDE = {
+    "F64": 0x7FFF_FFFF_FFFF_FFFF,
+    "F32": 0x7FFF_FFFF,
+    "F16": 0x7FFF,
+    "BF16": 0x7FFF,
+    "F8_E4M3": 0x7F,
+    "F8_E5M2": 0x7F,
+}
 
 
 def _safetensors_counts(buf: Any, where: str) -> tuple[int, int]:
@@ -484,26 +509,34 @@ def measure(
 
     size = size_report(model_dir, meta)
     hardware = hardware_info(cfg.intra_op_threads)
-    log.info("benchmarking %s (%s, %.1f MB, %d params) on %d test examples",
-             candidate, meta.technique, size["model_mb"], size["parameters"], len(eval_texts))
-    out = _timed_rounds({
-        "model_dir": str(model_dir),
-        "eval_texts": eval_texts,
-        "latency_texts": [texts[i] for i in request_idx],
-        "warmup": cfg.warmup,
-        "batch_sizes": list(cfg.batch_sizes),
-        "throughput_queries": cfg.throughput_queries,
-        "intra_op_threads": cfg.intra_op_threads,
-        "eval_batch_size": cfg.eval_batch_size,
-    }, cfg)
+    log.info(
+        "benchmarking %s (%s, %.1f MB, %d params) on %d test examples",
+        candidate,
+        meta.technique,
+        size["model_mb"],
+        size["parameters"],
+        len(eval_texts),
+    )
+    out = _timed_rounds(
+        {
+            "model_dir": str(model_dir),
+            "eval_texts": eval_texts,
+            "latency_texts": [texts[i] for i in request_idx],
+            "warmup": cfg.warmup,
+            "batch_sizes": list(cfg.batch_sizes),
+            "throughput_queries": cfg.throughput_queries,
+            "intra_op_threads": cfg.intra_op_threads,
+            "eval_batch_size": cfg.eval_batch_size,
+        },
+        cfg,
+    )
 
     y_true = labels[eval_idx]
     y_pred = np.asarray(out["predictions"], dtype=np.int64)
     lat = percentiles(out["latency_ms"])
     model_lat = percentiles(out["model_ms"])
     ci = {
-        f"p{q}_ci95": list(bootstrap_ci(out["latency_ms"], q, cfg.bootstrap_resamples, seed=cfg.seed))
-        for q in (50, 95)
+        f"p{q}_ci95": list(bootstrap_ci(out["latency_ms"], q, cfg.bootstrap_resamples, seed=cfg.seed)) for q in (50, 95)
     }
     cores = hardware["cores_used"]
     # One request at a time per core: capacity is 1 / mean service time (not 1 / p50).
@@ -514,8 +547,10 @@ def measure(
     record: BenchmarkRecord = {
         "schema": SCHEMA,
         "candidate": candidate,
-        "artifact": {**{k: artifact[k] for k in ("technique", "format", "precision", "content_hash", "uri")},
-                     "lineage": meta.lineage},
+        "artifact": {
+            **{k: artifact[k] for k in ("technique", "format", "precision", "content_hash", "uri")},
+            "lineage": meta.lineage,
+        },
         "label_names": list(meta.label_names),
         "dataset": {
             "split": "test",
@@ -525,8 +560,13 @@ def measure(
         },
         "accuracy": accuracy_report(y_true, y_pred, info.label_names),
         "latency_ms": {
-            **lat, **ci, "model_p50": model_lat["p50"], "model_p95": model_lat["p95"], "warmup": cfg.warmup,
-            "rounds": len(out["round_p50_ms"]), "round_p50": out["round_p50_ms"],
+            **lat,
+            **ci,
+            "model_p50": model_lat["p50"],
+            "model_p95": model_lat["p95"],
+            "warmup": cfg.warmup,
+            "rounds": len(out["round_p50_ms"]),
+            "round_p50": out["round_p50_ms"],
             "round_spread": (max(out["round_p50_ms"]) - min(out["round_p50_ms"])) / min(out["round_p50_ms"]),
         },
         "throughput_qps": out["throughput_qps"],
@@ -535,15 +575,26 @@ def measure(
         "load_time_s": out["load_time_s"],
         "threads": {**out["threads"], "pinned_cpus": out["cpus"] if cfg.pin_cores else None},
         "hardware": hardware,
-        "cost": {"qps_per_core": qps_per_core, "usd_per_million": usd_per_million,
-                 "instance_type": cfg.instance_type, "instance_price_per_hour": cfg.instance_price_per_hour},
+        "cost": {
+            "qps_per_core": qps_per_core,
+            "usd_per_million": usd_per_million,
+            "instance_type": cfg.instance_type,
+            "instance_price_per_hour": cfg.instance_price_per_hour,
+        },
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "duration_s": time.time() - started,
     }
     acc = record["accuracy"]
-    log.info("%s: accuracy %.4f, p50 %.2f ms, p95 %.2f ms, %.1f MB, peak RSS %.0f MB (%.0fs)",
-             candidate, acc["accuracy"], lat["p50"], lat["p95"], size["model_mb"], out["peak_rss_mb"],
-             record["duration_s"])
+    log.info(
+        "%s: accuracy %.4f, p50 %.2f ms, p95 %.2f ms, %.1f MB, peak RSS %.0f MB (%.0fs)",
+        candidate,
+        acc["accuracy"],
+        lat["p50"],
+        lat["p95"],
+        size["model_mb"],
+        out["peak_rss_mb"],
+        record["duration_s"],
+    )
     cm = confusion_matrix(y_true, y_pred, len(info.label_names))
     return Measurement(record=record, confusion=cm.tolist(), label_names=list(info.label_names))
 
@@ -579,8 +630,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("dataset_dir", nargs="?")
     parser.add_argument("--candidate", default="candidate")
     parser.add_argument("--config", help="YAML file: a benchmark section, or a pipeline config holding one")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
-                        help="override a setting, e.g. latency_samples=200")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=JSON", help="override a setting, e.g. latency_samples=200"
+    )
     parser.add_argument("--out", help="write the JSON record here (default: stdout)")
     args = parser.parse_args(argv)
     if args.worker:

@@ -193,8 +193,18 @@ def cmd_serve(args) -> int:
 
 
 # `shrink serve` flags that are ServeConfig fields (the rest of its settings come from --config).
-SERVE_FLAGS = ("model", "name", "host", "port", "workers", "intra_op_threads", "max_batch_size", "max_latency_ms",
-               "cache_size", "poll_seconds")
+SERVE_FLAGS = (
+    "model",
+    "name",
+    "host",
+    "port",
+    "workers",
+    "intra_op_threads",
+    "max_batch_size",
+    "max_latency_ms",
+    "cache_size",
+    "poll_seconds",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -218,8 +228,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", default="results")
     p.add_argument("--no-cache", action="store_true", help="recompute every step")
     p.add_argument("--verbose", action="store_true", help="also show kfp.local's and every step's own output")
-    p.add_argument("--runner", choices=["subprocess", "docker"], default="subprocess",
-                   help="kfp.local runner: subprocesses of this Python, or the component images (make images)")
+    p.add_argument(
+        "--runner",
+        choices=["subprocess", "docker"],
+        default="subprocess",
+        help="kfp.local runner: subprocesses of this Python, or the component images (make images)",
+    )
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("compile", help="write the KFP IR YAML")

@@ -271,8 +271,11 @@ class QuantizeConfig:
         require(self.opset >= 17, f"{where}.opset", f"{self.opset} is too old; LayerNormalization needs >= 17")
         require(self.parity_samples > 0, f"{where}.parity_samples", "must be > 0")
         require(self.calibration_samples > 0, f"{where}.calibration_samples", "must be > 0")
-        require(self.block_size >= 16 and self.block_size & (self.block_size - 1) == 0, f"{where}.block_size",
-                 f"{self.block_size} must be a power of two >= 16")
+        require(
+            self.block_size >= 16 and self.block_size & (self.block_size - 1) == 0,
+            f"{where}.block_size",
+            f"{self.block_size} must be a power of two >= 16",
+        )
 
 
 @dataclass

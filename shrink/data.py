@@ -173,9 +173,7 @@ def _read_csv_dir(path: Path, cfg: DataConfig) -> Rows:
             break
     missing = [str(f) for s, f in files.items() if not f.is_file()]
     if missing:
-        raise ShrinkError(
-            f"{missing[0]}: file not found (a CSV dataset directory needs train.csv and test.csv)"
-        )
+        raise ShrinkError(f"{missing[0]}: file not found (a CSV dataset directory needs train.csv and test.csv)")
     return {split: _read_csv(f, cfg) for split, f in files.items()}
 
 
@@ -221,9 +219,7 @@ def _read_source(source: str, cfg: DataConfig) -> Rows:
         try:
             dd = datasets.load_dataset(name, config)
         except Exception as exc:  # noqa: BLE001 - the hub raises many types; the message is what matters
-            raise ShrinkError(
-                f"{source}: cannot load from the Hugging Face hub: {exc}".splitlines()[0]
-            ) from None
+            raise ShrinkError(f"{source}: cannot load from the Hugging Face hub: {exc}".splitlines()[0]) from None
         return _from_hf_dataset(dd, source, cfg)
     path = Path(source)
     if not path.exists():
@@ -279,9 +275,7 @@ def load_dataset(cfg: DataConfig):
         known = {label for _, label in rows["train"]}
         unknown = sorted(wanted - known)
         if unknown:
-            raise ShrinkError(
-                f"{cfg.source}: data.labels names labels not in the training split: {unknown[:5]}"
-            )
+            raise ShrinkError(f"{cfg.source}: data.labels names labels not in the training split: {unknown[:5]}")
         rows = {s: [r for r in rs if r[1] in wanted] for s, rs in rows.items()}
     if cfg.max_per_class:
         rows = {s: _subsample(rs, cfg.max_per_class, cfg.seed) for s, rs in rows.items()}
@@ -292,18 +286,14 @@ def load_dataset(cfg: DataConfig):
     for split in ("validation", "test"):
         absent = sorted({label for _, label in rows.get(split, [])} - train_labels)
         if absent:
-            raise ShrinkError(
-                f"{cfg.source}: {split} labels absent from train: {absent[:5]} ({len(absent)} in all)"
-            )
+            raise ShrinkError(f"{cfg.source}: {split} labels absent from train: {absent[:5]} ({len(absent)} in all)")
     if len(train_labels) < 2:
         raise ShrinkError(
             f"{cfg.source}: the training split has {len(train_labels)} class ({sorted(train_labels)}); "
             "a classifier needs at least two"
         )
     names = sorted(train_labels)
-    features = datasets.Features(
-        {"text": datasets.Value("string"), "label": datasets.ClassLabel(names=names)}
-    )
+    features = datasets.Features({"text": datasets.Value("string"), "label": datasets.ClassLabel(names=names)})
     index = {n: i for i, n in enumerate(names)}
 
     def build(rs: list[tuple[str, str]]):
@@ -321,9 +311,7 @@ def load_dataset(cfg: DataConfig):
         carved = dd["train"].train_test_split(
             test_size=cfg.validation_fraction, stratify_by_column="label", seed=cfg.seed
         )
-        dd = datasets.DatasetDict(
-            {"train": carved["train"], "validation": carved["test"], "test": dd["test"]}
-        )
+        dd = datasets.DatasetDict({"train": carved["train"], "validation": carved["test"], "test": dd["test"]})
     return datasets.DatasetDict({s: dd[s] for s in SPLITS})
 
 

@@ -52,9 +52,7 @@ def encoder_layers_name(model) -> str:
             and name.rsplit(".", 1)[-1] in ("layer", "layers")
         ):
             return name
-    raise ShrinkError(
-        f"{type(model).__name__}: cannot find its {count} encoder layers to build a student from"
-    )
+    raise ShrinkError(f"{type(model).__name__}: cannot find its {count} encoder layers to build a student from")
 
 
 def student_from_teacher(teacher, layers: list[int]):
@@ -69,9 +67,7 @@ def student_from_teacher(teacher, layers: list[int]):
         raise ShrinkError("distill.student_layers: name at least one teacher layer to keep")
     bad = [i for i in layers if not 0 <= i < depth]
     if bad:
-        raise ShrinkError(
-            f"distill.student_layers: {bad} out of range; the teacher has layers 0..{depth - 1}"
-        )
+        raise ShrinkError(f"distill.student_layers: {bad} out of range; the teacher has layers 0..{depth - 1}")
     if len(set(layers)) != len(layers):
         raise ShrinkError(f"distill.student_layers: {layers} repeats a layer")
     prefix = encoder_layers_name(teacher) + "."
@@ -102,9 +98,7 @@ def _student(cfg: DistillConfig, teacher, label_names: list[str], seed: int):
         labels = read_label_names(source)
         if labels is None:  # a base encoder: give it a fresh head over the dataset's labels
             return load_classifier(source, label_names=label_names)
-        check_labels(
-            labels, label_names, f"distill.student_checkpoint {cfg.student_checkpoint}", "the teacher"
-        )
+        check_labels(labels, label_names, f"distill.student_checkpoint {cfg.student_checkpoint}", "the teacher")
         return load_classifier(source)
     return student_from_teacher(teacher, list(cfg.student_layers))
 
@@ -130,9 +124,7 @@ def distill(
     check_trial(alpha, temperature, learning_rate)
     dd, info = load_prepared(dataset_dir)
     teacher, tokenizer, teacher_meta = load_pytorch_artifact(teacher_dir)
-    check_labels(
-        teacher_meta.label_names, info.label_names, f"teacher {teacher_dir}", f"dataset {dataset_dir}"
-    )
+    check_labels(teacher_meta.label_names, info.label_names, f"teacher {teacher_dir}", f"dataset {dataset_dir}")
     # alpha = 1 is the plain fine-tuning baseline: no teacher, so neither its transfer set nor its states.
     kd = alpha < 1.0
     targets = load_teacher_logits(
@@ -215,9 +207,7 @@ def select_best_student(student_dirs: list[str | Path], out_dir: str | Path) -> 
     for i, directory in enumerate(student_dirs):
         meta = read_meta(directory)
         if "val_accuracy" not in meta.metrics:
-            raise ShrinkError(
-                f"{Path(directory) / META_FILE}: records no val_accuracy; not a distilled student"
-            )
+            raise ShrinkError(f"{Path(directory) / META_FILE}: records no val_accuracy; not a distilled student")
         trials.append(
             {
                 "trial": i,

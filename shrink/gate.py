@@ -57,8 +57,9 @@ def resolve_limit(goal: Goal, base: float | None) -> tuple[float, str]:
     if goal.kind == "threshold":
         return v, f"threshold {v:g}"
     assert base is not None
-    sign = {"max_degradation": -1, "min_improvement": 1,
-            "percent_max_degradation": -1, "percent_min_improvement": 1}[goal.kind] * (1 if higher else -1)
+    sign = {"max_degradation": -1, "min_improvement": 1, "percent_max_degradation": -1, "percent_min_improvement": 1}[
+        goal.kind
+    ] * (1 if higher else -1)
     if goal.kind.startswith("percent_"):
         limit = base * (1 + sign * v / 100)
         return limit, f"{goal.baseline} {base:.6g} {'+' if sign > 0 else '-'} {v:g}% = {limit:.6g}"
@@ -97,8 +98,10 @@ def _binomial_cdf(k: int, n: int, p: float) -> float:
     if p >= 1.0:
         return 1.0 if k >= n else 0.0
     log_p, log_q = math.log(p), math.log1p(-p)
-    terms = [math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * log_p + (n - i) * log_q
-             for i in range(0, min(k, n) + 1)]
+    terms = [
+        math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * log_p + (n - i) * log_q
+        for i in range(0, min(k, n) + 1)
+    ]
     top = max(terms)
     return min(1.0, math.exp(top) * sum(math.exp(t - top) for t in terms))
 
@@ -130,10 +133,20 @@ def evaluate_goal(
     spec = goal.spec
     higher = goal.direction == HIGHER
     result: dict[str, Any] = {
-        "slo": goal.label, "metric": goal.metric, "direction": goal.direction, "kind": goal.kind,
-        "value": goal.value, "baseline": goal.baseline, "default": default,
-        "baseline_value": None, "limit": None, "resolved": None, "measured": None,
-        "passed": False, "violation": None, "reason": None,
+        "slo": goal.label,
+        "metric": goal.metric,
+        "direction": goal.direction,
+        "kind": goal.kind,
+        "value": goal.value,
+        "baseline": goal.baseline,
+        "default": default,
+        "baseline_value": None,
+        "limit": None,
+        "resolved": None,
+        "measured": None,
+        "passed": False,
+        "violation": None,
+        "reason": None,
     }
     if goal.batch_size is not None:
         result["batch_size"] = goal.batch_size
@@ -161,8 +174,14 @@ def evaluate_goal(
     if not spec.per_class:
         limit, resolved = resolve_limit(goal, base_value)
         ok = _passes(measured, limit, higher)
-        result.update(baseline_value=base_value, limit=limit, resolved=resolved, measured=measured, passed=ok,
-                      violation=_violation(measured, limit, higher))
+        result.update(
+            baseline_value=base_value,
+            limit=limit,
+            resolved=resolved,
+            measured=measured,
+            passed=ok,
+            violation=_violation(measured, limit, higher),
+        )
         if not ok:
             result["reason"] = f"{goal.metric} {measured:.6g} {'<' if higher else '>'} limit {limit:.6g}"
         return result
@@ -186,8 +205,12 @@ def evaluate_goal(
                 failing.append(label)
                 total += _violation(measured[label], limit, higher)
             else:
-                within_noise[label] = {"measured": measured[label], "limit": limit, "support": support.get(label),
-                                       "p_value": p_value}
+                within_noise[label] = {
+                    "measured": measured[label],
+                    "limit": limit,
+                    "support": support.get(label),
+                    "p_value": p_value,
+                }
     if not gaps:
         result["reason"] = "no class could be compared"
         return result
@@ -195,16 +218,26 @@ def evaluate_goal(
     label = min(pool, key=lambda c: gaps[c][0])
     _, limit, resolved = gaps[label]
     result.update(
-        measured=measured[label], limit=limit, baseline_value=base_value[label] if base_value else None,
-        resolved=f"class {label!r}: {resolved}", passed=not failing, violation=total,
-        worst_class=label, failing_classes=failing, below_limit_within_noise=within_noise,
+        measured=measured[label],
+        limit=limit,
+        baseline_value=base_value[label] if base_value else None,
+        resolved=f"class {label!r}: {resolved}",
+        passed=not failing,
+        violation=total,
+        worst_class=label,
+        failing_classes=failing,
+        below_limit_within_noise=within_noise,
     )
     if per_class_alpha:
-        result["significance"] = (f"a class fails only if P(this few correct | true accuracy = limit) < "
-                                  f"{class_alpha:g} / {len(measured)} classes (exact binomial)")
+        result["significance"] = (
+            f"a class fails only if P(this few correct | true accuracy = limit) < "
+            f"{class_alpha:g} / {len(measured)} classes (exact binomial)"
+        )
     if failing:
-        result["reason"] = (f"{len(failing)} class(es) significantly below their limit, worst {label!r}: "
-                            f"{measured[label]:.4g} < {limit:.4g}")
+        result["reason"] = (
+            f"{len(failing)} class(es) significantly below their limit, worst {label!r}: "
+            f"{measured[label]:.4g} < {limit:.4g}"
+        )
     return result
 
 
@@ -270,8 +303,12 @@ def _production_view(
     digest = production.get("content_hash")
 
     def same_model(r: dict | None) -> bool:
-        return bool(digest) and isinstance(r, dict) and not record_problems(r) and lookup(
-            r, ("artifact", "content_hash")) == digest
+        return (
+            bool(digest)
+            and isinstance(r, dict)
+            and not record_problems(r)
+            and lookup(r, ("artifact", "content_hash")) == digest
+        )
 
     fresh = [r for r in records if same_model(r)]
     if fresh:  # the very record the unchanged model is judged by: it cannot fail against itself by noise
@@ -288,8 +325,14 @@ def _production_view(
     if problems:
         view["problems"] = problems
         # A production model whose record cannot be read can't be shown to be beaten: fail closed.
-        return view, None, (f"production benchmark unusable ({'; '.join(problems)}); "
-                            "set gate.compare_to_production: false to replace it anyway")
+        return (
+            view,
+            None,
+            (
+                f"production benchmark unusable ({'; '.join(problems)}); "
+                "set gate.compare_to_production: false to replace it anyway"
+            ),
+        )
     view["measured"] = "stored record (the production model was not measured in this run)"
     return view, record, None
 
@@ -305,15 +348,24 @@ def judge(name: str, record: Record, cfg: GateConfig, baselines: Baselines) -> d
     """
     is_baseline = name == BASELINE
     entry: dict[str, Any] = {
-        "name": name, "status": "fail", "eligible": not is_baseline or cfg.allow_teacher,
-        "reasons": [], "checks": [], "summary": None, "artifact": None, "hardware_fingerprint": None,
+        "name": name,
+        "status": "fail",
+        "eligible": not is_baseline or cfg.allow_teacher,
+        "reasons": [],
+        "checks": [],
+        "summary": None,
+        "artifact": None,
+        "hardware_fingerprint": None,
     }
     problems = record_problems(record)
     if problems:
         entry.update(status="invalid", reasons=[f"benchmark missing or invalid: {p}" for p in problems])
         return entry
-    entry.update(summary=summarize(record, baselines.teacher), artifact=record.get("artifact"),
-                 hardware_fingerprint=record["hardware"]["fingerprint"])
+    entry.update(
+        summary=summarize(record, baselines.teacher),
+        artifact=record.get("artifact"),
+        hardware_fingerprint=record["hardware"]["fingerprint"],
+    )
     blocked = _not_comparable(record, baselines)
     if blocked is not None:
         reason, mismatch = blocked
@@ -346,8 +398,10 @@ def _not_comparable(record: dict, baselines: Baselines) -> tuple[str, bool] | No
             f"the teacher on {lookup(teacher, ('hardware', 'cpu_model'))!r} "
             f"({teacher['hardware']['fingerprint'][:12]}); not compared"
         ), True
-    if (record["dataset"]["fingerprint"] != teacher["dataset"]["fingerprint"]
-            or record["label_names"] != teacher["label_names"]):
+    if (
+        record["dataset"]["fingerprint"] != teacher["dataset"]["fingerprint"]
+        or record["label_names"] != teacher["label_names"]
+    ):
         return "dataset mismatch: not the teacher's test set or label set; not compared", True
     return None
 
@@ -372,12 +426,20 @@ def _collapse_check(majority: float, limit: float) -> dict:
     """Collapse is checked before any goal: high accuracy on a skewed test set can hide it."""
     ok = majority <= limit
     return {
-        "slo": "collapse", "metric": "majority_fraction", "direction": "lower_is_better", "kind": "threshold",
-        "value": limit, "baseline": None, "default": True, "baseline_value": None, "limit": limit,
-        "resolved": f"max_majority_fraction {limit:g}", "measured": majority, "passed": ok,
+        "slo": "collapse",
+        "metric": "majority_fraction",
+        "direction": "lower_is_better",
+        "kind": "threshold",
+        "value": limit,
+        "baseline": None,
+        "default": True,
+        "baseline_value": None,
+        "limit": limit,
+        "resolved": f"max_majority_fraction {limit:g}",
+        "measured": majority,
+        "passed": ok,
         "violation": _violation(majority, limit, False),
-        "reason": None if ok else
-        f"collapse: {majority:.0%} of the test set goes to one class (limit {limit:.0%})",
+        "reason": None if ok else f"collapse: {majority:.0%} of the test set goes to one class (limit {limit:.0%})",
     }
 
 
@@ -434,8 +496,10 @@ def rank(passing: list[dict], policy: str, tie_tolerance_percent: float = 0.0) -
     note = f"{'highest' if first.startswith('-') else 'lowest'} {metric} (policy {policy})"
     if len(tied) > 1:
         within = f" within {tie_tolerance_percent:g}%" if tie_tolerance_percent else ""
-        note += (f"; tied{within} with {', '.join(e['name'] for e in tied[1:])}, "
-                 f"broken by {', '.join(k.lstrip('-') for k in rest)} then name")
+        note += (
+            f"; tied{within} with {', '.join(e['name'] for e in tied[1:])}, "
+            f"broken by {', '.join(k.lstrip('-') for k in rest)} then name"
+        )
     return order, note
 
 
@@ -492,8 +556,11 @@ def decide(
         "schema": DECISION_SCHEMA,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         **choose(entries, cfg, baselines),
-        "policy": {"name": cfg.policy, "keys": list(POLICY_KEYS[cfg.policy]),
-                   "tie_tolerance_percent": cfg.tie_tolerance_percent},
+        "policy": {
+            "name": cfg.policy,
+            "keys": list(POLICY_KEYS[cfg.policy]),
+            "tie_tolerance_percent": cfg.tie_tolerance_percent,
+        },
         "baseline": {
             "candidate": BASELINE,
             "usable": baselines.teacher is not None,
@@ -557,8 +624,12 @@ class GateResult:
     @property
     def metadata(self) -> dict[str, Any]:
         """The decision artifact's metadata: chosen, passing, policy, closest."""
-        return {"chosen": self.chosen, "passing": self.passing, "policy": self.decision["policy"]["name"],
-                "closest": (self.decision["closest"] or {}).get("name", "")}
+        return {
+            "chosen": self.chosen,
+            "passing": self.passing,
+            "policy": self.decision["policy"]["name"],
+            "closest": (self.decision["closest"] or {}).get("name", ""),
+        }
 
     @property
     def metrics(self) -> dict[str, float]:
@@ -604,8 +675,10 @@ def run_gate(
     name = model_name or cfg.model_name
     if cfg.compare_to_production:
         if not name:
-            raise ShrinkError("gate.model_name: needed to compare with the production model "
-                              "(or set gate.compare_to_production: false)")
+            raise ShrinkError(
+                "gate.model_name: needed to compare with the production model "
+                "(or set gate.compare_to_production: false)"
+            )
         pointer = current_production(name, cfg.registry_uri)
         log.info("production: %s", pointer["version"] if pointer else "none yet")
     champion = read_record(production_record, CHAMPION) if production_record is not None else None

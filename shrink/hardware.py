@@ -22,9 +22,25 @@ from typing import Any
 
 # Instruction-set flags that change transformer inference speed (x86 and Arm names from /proc/cpuinfo).
 RELEVANT_FLAGS = (
-    "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx_vnni",
-    "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16",
-    "asimd", "asimddp", "i8mm", "sve", "sve2", "bf16",
+    "avx",
+    "avx2",
+    "fma",
+    "f16c",
+    "avx512f",
+    "avx512bw",
+    "avx512vl",
+    "avx512_vnni",
+    "avx_vnni",
+    "avx512_bf16",
+    "amx_tile",
+    "amx_int8",
+    "amx_bf16",
+    "asimd",
+    "asimddp",
+    "i8mm",
+    "sve",
+    "sve2",
+    "bf16",
 )
 LIBRARIES = ("torch", "onnxruntime", "transformers", "tokenizers", "onnx", "numpy")
 
@@ -77,9 +93,7 @@ def library_versions() -> dict[str, str | None]:
     return out
 
 
-def fingerprint(
-    cpu_model: str, flags: set[str] | list[str], cores_used: int, machine: str | None = None
-) -> str:
+def fingerprint(cpu_model: str, flags: set[str] | list[str], cores_used: int, machine: str | None = None) -> str:
     """sha256 over what decides inference speed: CPU model, relevant ISA flags, cores used."""
     blob = json.dumps(
         {

@@ -44,9 +44,7 @@ def dataset_ref(spec: str) -> tuple[str, str | None]:
 def ensure_reachable(spec: str, timeout: float = 3.0) -> None:
     """Raise a one-line ShrinkError when the hub cannot be reached, before any client retries."""
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
-        raise ShrinkError(
-            f"{spec}: HF_HUB_OFFLINE is set; use a local copy (a directory or s3:// URI) instead"
-        )
+        raise ShrinkError(f"{spec}: HF_HUB_OFFLINE is set; use a local copy (a directory or s3:// URI) instead")
     endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
     url = urlparse(endpoint)
     host, port = url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80)

@@ -33,9 +33,7 @@ def _ratio(num: float, den: float) -> float:
     return float(num) / float(den) if den else 0.0
 
 
-def accuracy_report(
-    y_true: Sequence[int], y_pred: Sequence[int], label_names: Sequence[str]
-) -> dict[str, Any]:
+def accuracy_report(y_true: Sequence[int], y_pred: Sequence[int], label_names: Sequence[str]) -> dict[str, Any]:
     """The ``accuracy`` section of a benchmark record.
 
     ``oos`` counts as a class in ``accuracy`` and ``macro_f1``. ``in_scope_accuracy``

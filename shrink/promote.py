@@ -56,8 +56,7 @@ def _now() -> str:
 def _model_root(model_name: str, registry_uri: str) -> tuple[str, str]:
     """(bucket, key prefix ending in '/') of a model in the registry."""
     if not _NAME.match(model_name or ""):
-        raise ShrinkError(f"model name {model_name!r}: use letters, digits, '.', '_' or '-' "
-                          "(it becomes an S3 prefix)")
+        raise ShrinkError(f"model name {model_name!r}: use letters, digits, '.', '_' or '-' (it becomes an S3 prefix)")
     bucket, prefix = storage.parse_uri(registry_uri.rstrip("/") + "/")
     return bucket, f"{prefix}{model_name}/"
 
@@ -156,7 +155,7 @@ def list_versions(model_name: str, registry_uri: str, s3=None) -> list[str]:
     s3 = s3 or storage.client()
     bucket, root = _model_root(model_name, registry_uri)
     keys = storage.list_keys(f"s3://{bucket}/{root}", s3=s3)
-    return sorted({k[len(root):].split("/")[0] for k in keys if k.endswith("/" + storage.MANIFEST)})
+    return sorted({k[len(root) :].split("/")[0] for k in keys if k.endswith("/" + storage.MANIFEST)})
 
 
 MARKERS = ".promoted"  # <model>/.promoted/<version>.json: written once the alias has named the version
@@ -179,8 +178,17 @@ def make_version(meta: ArtifactMeta, when: float | None = None) -> str:
     return f"{stamp}-{meta.content_hash()[:8]}"
 
 
-def model_card(model_name: str, version: str, uri: str, meta: ArtifactMeta, candidate: str,
-               decision: dict, record: dict | None, previous: dict | None, promoted_at: str) -> dict:
+def model_card(
+    model_name: str,
+    version: str,
+    uri: str,
+    meta: ArtifactMeta,
+    candidate: str,
+    decision: dict,
+    record: dict | None,
+    previous: dict | None,
+    promoted_at: str,
+) -> dict:
     """What a reviewer needs to trust the model: figures, goals met, where it came from, what it ran on."""
     entry = next((c for c in decision.get("candidates", []) if c.get("name") == candidate), {})
     teacher = next((c for c in decision.get("candidates", []) if c.get("name") == "teacher"), {})
@@ -197,15 +205,24 @@ def model_card(model_name: str, version: str, uri: str, meta: ArtifactMeta, cand
         "technique": meta.technique,
         "settings": meta.settings,
         "labels": meta.label_names,
-        "lineage": [*meta.lineage, {"technique": meta.technique, "format": meta.format,
-                                    "precision": meta.precision, "content_hash": meta.content_hash()}],
-        "metrics": {k: record.get(k)
-                    for k in ("accuracy", "latency_ms", "throughput_qps", "size", "memory", "cost")},
+        "lineage": [
+            *meta.lineage,
+            {
+                "technique": meta.technique,
+                "format": meta.format,
+                "precision": meta.precision,
+                "content_hash": meta.content_hash(),
+            },
+        ],
+        "metrics": {k: record.get(k) for k in ("accuracy", "latency_ms", "throughput_qps", "size", "memory", "cost")},
         "summary": entry.get("summary"),
         "teacher_summary": teacher.get("summary"),
         "slos": entry.get("checks", []),
-        "decision": {"reason": decision.get("reason"), "policy": decision.get("policy"),
-                     "created": decision.get("created")},
+        "decision": {
+            "reason": decision.get("reason"),
+            "policy": decision.get("policy"),
+            "created": decision.get("created"),
+        },
         "data": record.get("dataset"),
         "hardware": record.get("hardware"),
         "threads": record.get("threads"),
@@ -261,8 +278,11 @@ def model_card_markdown(card: dict) -> str:
         "",
         "## Lineage",
         "",
-        *[f"{i + 1}. {step.get('technique')} ({step.get('format')} {step.get('precision')}, "
-          f"`{str(step.get('content_hash'))[:12]}`)" for i, step in enumerate(card["lineage"])],
+        *[
+            f"{i + 1}. {step.get('technique')} ({step.get('format')} {step.get('precision')}, "
+            f"`{str(step.get('content_hash'))[:12]}`)"
+            for i, step in enumerate(card["lineage"])
+        ],
         "",
         "## Data and hardware",
         "",
@@ -296,8 +316,9 @@ def _verify_upload(stage: Path, uri: str, s3) -> None:
             raise ShrinkError(f"{uri}{rel}: stored size {size} differs from the local file")
 
 
-def promote(model_dir: str | Path, decision: dict, cfg: GateConfig, model_name: str, registry_uri: str,
-            s3=None) -> dict:
+def promote(
+    model_dir: str | Path, decision: dict, cfg: GateConfig, model_name: str, registry_uri: str, s3=None
+) -> dict:
     """Publish the chosen candidate as a new registry version and point ``production`` at it.
 
     Args:
@@ -319,11 +340,15 @@ def promote(model_dir: str | Path, decision: dict, cfg: GateConfig, model_name: 
     record = (decision.get("records") or {}).get(candidate)
     expected = ((record or {}).get("artifact") or {}).get("content_hash")
     if not expected:
-        raise ShrinkError(f"decision: no benchmark record with a content hash for {candidate!r}; "
-                          "only a measured model can be promoted")
+        raise ShrinkError(
+            f"decision: no benchmark record with a content hash for {candidate!r}; "
+            "only a measured model can be promoted"
+        )
     if expected != meta.content_hash():
-        raise ShrinkError(f"{model_dir}: content hash {meta.content_hash()[:12]} is not the benchmarked "
-                          f"{candidate} ({expected[:12]}); refusing to promote a model that was not measured")
+        raise ShrinkError(
+            f"{model_dir}: content hash {meta.content_hash()[:12]} is not the benchmarked "
+            f"{candidate} ({expected[:12]}); refusing to promote a model that was not measured"
+        )
     clash = [f for f in CARD_FILES if (Path(model_dir) / f).exists()]
     if clash:
         raise ShrinkError(f"{model_dir}: holds {clash[0]}, a name the registry version reserves")
@@ -335,8 +360,9 @@ def promote(model_dir: str | Path, decision: dict, cfg: GateConfig, model_name: 
         if cfg.compare_to_production and current.get("version") != decided_against:
             # The gate saw another production model, yet the alias names this one: an earlier attempt of
             # this promotion moved it and died before reporting. Say so; "unchanged" would be untrue.
-            log.info("promote: production already is %s (%s), moved by an earlier attempt",
-                     current["version"], candidate)
+            log.info(
+                "promote: production already is %s (%s), moved by an earlier attempt", current["version"], candidate
+            )
             mark_promoted(s3, bucket, root, current)
             return {**current, "unchanged": False, "completed_earlier": True}
         log.info("promote: %s is already in production as %s; alias unchanged", candidate, current["version"])
@@ -361,7 +387,8 @@ def promote(model_dir: str | Path, decision: dict, cfg: GateConfig, model_name: 
         (stage / "model-card.json").write_text(json.dumps(card, indent=2))
         (stage / "MODEL_CARD.md").write_text(model_card_markdown(card))
         (stage / "inferenceservice.yaml").write_text(
-            yaml.safe_dump(inference_service(model_name, version, uri, meta, record), sort_keys=False))
+            yaml.safe_dump(inference_service(model_name, version, uri, meta, record), sort_keys=False)
+        )
         read_meta(stage)  # the copy is still the sealed artifact
         log.info("promote: uploading %s (%s) to %s", candidate, meta.technique, uri)
         storage.upload_dir(stage, uri, s3=s3)
@@ -401,12 +428,24 @@ class PromotionResult:
         doc = self.document
         if not doc["promoted"]:
             return {"promoted": False}
-        return {"promoted": True, "candidate": self.chosen, "version": doc["version"], "registry_uri": doc["uri"],
-                "content_hash": doc["content_hash"], "unchanged": bool(doc.get("unchanged"))}
+        return {
+            "promoted": True,
+            "candidate": self.chosen,
+            "version": doc["version"],
+            "registry_uri": doc["uri"],
+            "content_hash": doc["content_hash"],
+            "unchanged": bool(doc.get("unchanged")),
+        }
 
 
-def promote_chosen(decision_path: str | Path, models: dict[str, str | Path], cfg: GateConfig, model_name: str,
-                   out_path: str | Path, s3=None) -> PromotionResult:
+def promote_chosen(
+    decision_path: str | Path,
+    models: dict[str, str | Path],
+    cfg: GateConfig,
+    model_name: str,
+    out_path: str | Path,
+    s3=None,
+) -> PromotionResult:
     """The promote step: publish the decision's chosen candidate, or record that nothing was chosen.
 
     Args:
@@ -434,13 +473,17 @@ def promote_chosen(decision_path: str | Path, models: dict[str, str | Path], cfg
     out.parent.mkdir(parents=True, exist_ok=True)
     if not chosen:
         production = (decision.get("production") or {}).get("version")
-        log.warning("promote: the gate chose no candidate (%s); production stays at %s",
-                    decision.get("reason"), production or "nothing")
+        log.warning(
+            "promote: the gate chose no candidate (%s); production stays at %s",
+            decision.get("reason"),
+            production or "nothing",
+        )
         document = {"promoted": False, "reason": decision.get("reason"), "production": production}
     else:
         if chosen not in models:
-            raise ShrinkError(f"decision chose {chosen!r}, but no model artifact named {chosen!r} "
-                              "was passed to promote")
+            raise ShrinkError(
+                f"decision chose {chosen!r}, but no model artifact named {chosen!r} was passed to promote"
+            )
         document = {"promoted": True, **promote(models[chosen], decision, cfg, model_name, cfg.registry_uri, s3=s3)}
     out.write_text(json.dumps(document, indent=2))
     return PromotionResult(chosen, document)
@@ -456,12 +499,10 @@ def rollback(model_name: str, registry_uri: str, s3=None) -> dict:
         raise ShrinkError(f"s3://{bucket}/{alias_key}: nothing in production; nothing to roll back")
     previous = current.get("previous")
     if not previous:
-        raise ShrinkError(f"s3://{bucket}/{alias_key}: {current['version']} has no previous version "
-                          "to roll back to")
+        raise ShrinkError(f"s3://{bucket}/{alias_key}: {current['version']} has no previous version to roll back to")
     storage.read_manifest(previous["uri"], s3=s3)  # the earlier version must still be complete
     # updated_at makes the body new, so an ETag read before the rollback can never match it again.
     pointer = {**previous, "updated_at": _now(), "action": "rollback", "rolled_back_from": current["version"]}
     _write_alias(s3, bucket, alias_key, pointer, etag)
     log.info("rollback: production %s -> %s", current["version"], previous["version"])
     return pointer
-

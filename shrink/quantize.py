@@ -151,8 +151,9 @@ def _int8_plan(model, cfg: QuantizeConfig) -> dict[str, list[str]]:
     linear = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and not _keep_fp32(n, cfg.keep_fp32)]
     embedding = []
     if cfg.quantize_embeddings:
-        embedding = [n for n, m in model.named_modules()
-                     if isinstance(m, nn.Embedding) and not _keep_fp32(n, cfg.keep_fp32)]
+        embedding = [
+            n for n, m in model.named_modules() if isinstance(m, nn.Embedding) and not _keep_fp32(n, cfg.keep_fp32)
+        ]
     return {"linear": linear, "embedding": embedding}
 
 
@@ -161,12 +162,20 @@ def _apply_plan(model, plan: dict[str, list[str]], convert: bool):
     int8_linear, int8_embedding = _int8_modules()
     for name in plan["linear"]:
         lin = model.get_submodule(name)
-        _replace(model, name, int8_linear.from_float(lin) if convert
-                 else int8_linear(lin.in_features, lin.out_features, lin.bias is not None))
+        _replace(
+            model,
+            name,
+            int8_linear.from_float(lin)
+            if convert
+            else int8_linear(lin.in_features, lin.out_features, lin.bias is not None),
+        )
     for name in plan["embedding"]:
         emb = model.get_submodule(name)
-        _replace(model, name, int8_embedding.from_float(emb) if convert
-                 else int8_embedding(emb.num_embeddings, emb.embedding_dim))
+        _replace(
+            model,
+            name,
+            int8_embedding.from_float(emb) if convert else int8_embedding(emb.num_embeddings, emb.embedding_dim),
+        )
     return model
 
 
@@ -200,8 +209,12 @@ def quantize_torch_dynamic(
     plan = _int8_plan(model, cfg)
     if not plan["linear"]:
         raise ShrinkError(f"{model_dir}: no Linear layers to quantize (keep_fp32 {cfg.keep_fp32} matches all)")
-    log.info("PyTorch INT8: %d Linear, %d Embedding modules (kept FP32: names containing %s)",
-             len(plan["linear"]), len(plan["embedding"]), cfg.keep_fp32)
+    log.info(
+        "PyTorch INT8: %d Linear, %d Embedding modules (kept FP32: names containing %s)",
+        len(plan["linear"]),
+        len(plan["embedding"]),
+        cfg.keep_fp32,
+    )
     with torch.no_grad():
         _apply_plan(model, plan, convert=True)
     out = Path(out_dir)
@@ -211,13 +224,27 @@ def quantize_torch_dynamic(
     model.config.save_pretrained(str(out))
     tokenizer.save_pretrained(str(out))
     save_yaml(cfg, out / CONFIG_FILE)
-    common = dict(format="pytorch", precision="int8", label_names=meta.label_names, technique="torch-dynamic-int8",
-                  settings={**inherited_settings(meta), "weights": "int8 per-channel symmetric",
-                            "activations": "int8 per-token symmetric, dynamic",
-                            "quantize_embeddings": cfg.quantize_embeddings, "keep_fp32": cfg.keep_fp32},
-                  parent=meta, parent_uri=parent_uri,
-                  extra={"loader": TORCH_LOADER, "weights_file": TORCH_INT8_FILE, "kernel": "torch._int_mm",
-                         "int8_modules": plan})
+    common = dict(
+        format="pytorch",
+        precision="int8",
+        label_names=meta.label_names,
+        technique="torch-dynamic-int8",
+        settings={
+            **inherited_settings(meta),
+            "weights": "int8 per-channel symmetric",
+            "activations": "int8 per-token symmetric, dynamic",
+            "quantize_embeddings": cfg.quantize_embeddings,
+            "keep_fp32": cfg.keep_fp32,
+        },
+        parent=meta,
+        parent_uri=parent_uri,
+        extra={
+            "loader": TORCH_LOADER,
+            "weights_file": TORCH_INT8_FILE,
+            "kernel": "torch._int_mm",
+            "int8_modules": plan,
+        },
+    )
     sealed = write_artifact(out, **common)
     size, parent_size = weights_bytes(out, sealed), weights_bytes(model_dir, meta)
     metrics = {"size_mb": size / 1e6, "compression": parent_size / size if size else 0.0}
@@ -242,8 +269,10 @@ def load_torch_int8(directory: Path, meta: ArtifactMeta, threads: int | None):
         raise ShrinkError(f"{directory / 'shrink.json'}: int8_modules names a module the model lacks: {exc}") from None
     result = model.load_state_dict(load_file(str(weights)), strict=False)
     if result.missing_keys or result.unexpected_keys:
-        raise ShrinkError(f"{weights}: does not match the model in config.json "
-                          f"(missing {result.missing_keys[:3]}, unexpected {result.unexpected_keys[:3]})")
+        raise ShrinkError(
+            f"{weights}: does not match the model in config.json "
+            f"(missing {result.missing_keys[:3]}, unexpected {result.unexpected_keys[:3]})"
+        )
     return model.eval()
 
 
@@ -267,8 +296,14 @@ def _preprocess(path: Path, tmp: str) -> tuple[Path, Any]:
 
     target = Path(tmp) / MODEL_FILE
     try:
-        quant_pre_process(str(path), str(target), auto_merge=True, save_as_external_data=_large(path),
-                          all_tensors_to_one_file=True, external_data_location=MODEL_FILE + ".data")
+        quant_pre_process(
+            str(path),
+            str(target),
+            auto_merge=True,
+            save_as_external_data=_large(path),
+            all_tensors_to_one_file=True,
+            external_data_location=MODEL_FILE + ".data",
+        )
     except Exception as exc:  # noqa: BLE001 - shape inference raises many types
         raise ShrinkError(f"{path}: shape inference before quantization failed: {exc}".splitlines()[0]) from None
     return target, load_onnx_graph(target)
@@ -289,30 +324,58 @@ def _excluded_nodes(model, patterns: list[str]) -> list[str]:
     return names
 
 
-def _finish_int8(out: Path, model_dir: Path, meta: ArtifactMeta, cfg: QuantizeConfig, technique: str,
-                 settings: dict[str, Any], parent_uri: str | None) -> ArtifactMeta:
+def _finish_int8(
+    out: Path,
+    model_dir: Path,
+    meta: ArtifactMeta,
+    cfg: QuantizeConfig,
+    technique: str,
+    settings: dict[str, Any],
+    parent_uri: str | None,
+) -> ArtifactMeta:
     """Seal an INT8 ONNX artifact, then record its size, ops and agreement with the FP32 reference."""
     copy_companions(model_dir, out)
     save_yaml(cfg, out / CONFIG_FILE)
     ops = quantized_ops(load_onnx_graph(out / MODEL_FILE))
     if not ops:
-        raise ShrinkError(f"{model_dir / MODEL_FILE}: the quantizer found nothing to quantize "
-                          f"(no MatMul/Gather weights outside keep_fp32 {cfg.keep_fp32})")
-    common = dict(format="onnx", precision="int8", label_names=meta.label_names, technique=technique,
-                  settings={**inherited_settings(meta), **settings}, parent=meta, parent_uri=parent_uri,
-                  runtime=runtime_settings(cfg.runtime),
-                  extra={"model_file": MODEL_FILE, "quantized_ops": ops,
-                         **({"reference": PARITY_FILE} if (out / PARITY_FILE).is_file() else {})})
+        raise ShrinkError(
+            f"{model_dir / MODEL_FILE}: the quantizer found nothing to quantize "
+            f"(no MatMul/Gather weights outside keep_fp32 {cfg.keep_fp32})"
+        )
+    common = dict(
+        format="onnx",
+        precision="int8",
+        label_names=meta.label_names,
+        technique=technique,
+        settings={**inherited_settings(meta), **settings},
+        parent=meta,
+        parent_uri=parent_uri,
+        runtime=runtime_settings(cfg.runtime),
+        extra={
+            "model_file": MODEL_FILE,
+            "quantized_ops": ops,
+            **({"reference": PARITY_FILE} if (out / PARITY_FILE).is_file() else {}),
+        },
+    )
     sealed = write_artifact(out, **common)
     size, parent_size = weights_bytes(out, sealed), weights_bytes(model_dir, meta)
     metrics: dict[str, Any] = {"size_mb": size / 1e6, "compression": parent_size / size if size else 0.0}
     parity = measure_against_parity(out)
     warnings = []
     if parity is not None:
-        metrics |= {"agreement_with_fp32": parity["agreement"], "max_abs_logit_diff": parity["max_abs_diff"],
-                    "agreement_examples": parity["examples"]}
-        log.info("%s: %.2f MB (%.2fx smaller), agreement with FP32 %.2f%% on %d texts", technique,
-                 size / 1e6, metrics["compression"], 100 * parity["agreement"], parity["examples"])
+        metrics |= {
+            "agreement_with_fp32": parity["agreement"],
+            "max_abs_logit_diff": parity["max_abs_diff"],
+            "agreement_examples": parity["examples"],
+        }
+        log.info(
+            "%s: %.2f MB (%.2fx smaller), agreement with FP32 %.2f%% on %d texts",
+            technique,
+            size / 1e6,
+            metrics["compression"],
+            100 * parity["agreement"],
+            parity["examples"],
+        )
         if parity["agreement"] < AGREEMENT_WARNING:
             warnings.append(f"agreement with FP32 {parity['agreement']:.2%} < {AGREEMENT_WARNING:.0%}")
             log.warning("%s: %s", out, warnings[-1])
@@ -329,10 +392,18 @@ def _nbits_matmuls(source: Path, target: Path, cfg: QuantizeConfig, exclude: lis
     import onnx
     from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
 
-    algo = DefaultWeightOnlyQuantConfig(block_size=cfg.block_size, is_symmetric=True,
-                                        accuracy_level=NBITS_ACCURACY_LEVEL, bits=8)
-    quantizer = MatMulNBitsQuantizer(onnx.load(str(source)), bits=8, block_size=cfg.block_size, is_symmetric=True,
-                                     accuracy_level=NBITS_ACCURACY_LEVEL, nodes_to_exclude=exclude, algo_config=algo)
+    algo = DefaultWeightOnlyQuantConfig(
+        block_size=cfg.block_size, is_symmetric=True, accuracy_level=NBITS_ACCURACY_LEVEL, bits=8
+    )
+    quantizer = MatMulNBitsQuantizer(
+        onnx.load(str(source)),
+        bits=8,
+        block_size=cfg.block_size,
+        is_symmetric=True,
+        accuracy_level=NBITS_ACCURACY_LEVEL,
+        nodes_to_exclude=exclude,
+        algo_config=algo,
+    )
     quantizer.process()
     quantizer.model.save_model_to_file(str(target), use_external_data_format=_large(source))
     return sum(n.op_type == "MatMulNBits" for n in quantizer.model.model.graph.node)
@@ -384,8 +455,14 @@ def quantize_ort_dynamic(
     with tempfile.TemporaryDirectory() as tmp:
         prepared, model = _preprocess(path, tmp)
         exclude = _excluded_nodes(model, cfg.keep_fp32)
-        log.info("ORT dynamic INT8 of %s: %s MatMuls, quantize_dynamic ops %s, per_channel=%s, %d nodes kept FP32",
-                 path, cfg.matmul_kernel, op_types, cfg.per_channel, len(exclude))
+        log.info(
+            "ORT dynamic INT8 of %s: %s MatMuls, quantize_dynamic ops %s, per_channel=%s, %d nodes kept FP32",
+            path,
+            cfg.matmul_kernel,
+            op_types,
+            cfg.per_channel,
+            len(exclude),
+        )
         try:
             if cfg.matmul_kernel == "nbits":
                 nbits = Path(tmp) / "nbits.onnx"
@@ -393,16 +470,27 @@ def quantize_ort_dynamic(
                 log.info("%d MatMuls -> MatMulNBits (8-bit, block %d)", count, cfg.block_size)
                 prepared = nbits
             ort_quantize_dynamic(
-                str(prepared), str(out / MODEL_FILE), op_types_to_quantize=op_types, per_channel=cfg.per_channel,
-                reduce_range=cfg.reduce_range, weight_type=QuantType.QInt8, nodes_to_exclude=exclude,
+                str(prepared),
+                str(out / MODEL_FILE),
+                op_types_to_quantize=op_types,
+                per_channel=cfg.per_channel,
+                reduce_range=cfg.reduce_range,
+                weight_type=QuantType.QInt8,
+                nodes_to_exclude=exclude,
                 use_external_data_format=_large(path),
                 extra_options={"MatMulConstBOnly": True, "DefaultTensorType": TensorProto.FLOAT},
             )
         except (ValueError, RuntimeError, KeyError) as exc:
             raise ShrinkError(f"{path}: ORT dynamic quantization failed: {exc}".splitlines()[0]) from None
-    settings = {"matmul_kernel": cfg.matmul_kernel, "op_types": op_types, "per_channel": cfg.per_channel,
-                "reduce_range": cfg.reduce_range, "weight_type": "int8", "keep_fp32": cfg.keep_fp32,
-                "source_technique": meta.technique}
+    settings = {
+        "matmul_kernel": cfg.matmul_kernel,
+        "op_types": op_types,
+        "per_channel": cfg.per_channel,
+        "reduce_range": cfg.reduce_range,
+        "weight_type": "int8",
+        "keep_fp32": cfg.keep_fp32,
+        "source_technique": meta.technique,
+    }
     if cfg.matmul_kernel == "nbits":
         settings |= {"block_size": cfg.block_size, "accuracy_level": NBITS_ACCURACY_LEVEL}
     return _finish_int8(out, model_dir, meta, cfg, "ort-dynamic-int8", settings, parent_uri)
@@ -436,8 +524,15 @@ class TextCalibrationReader:
     tokens at 3.4 GB), so keep ``calibration_samples`` small for histograms.
     """
 
-    def __init__(self, texts: list[str], tokenizer, input_names: list[str], max_length: int,
-                 batch_size: int = 16, fixed_shape: bool = False):
+    def __init__(
+        self,
+        texts: list[str],
+        tokenizer,
+        input_names: list[str],
+        max_length: int,
+        batch_size: int = 16,
+        fixed_shape: bool = False,
+    ):
         if fixed_shape and len(texts) % batch_size:
             texts = texts + (texts * batch_size)[: batch_size - len(texts) % batch_size]
         self._batches = [texts[i : i + batch_size] for i in range(0, len(texts), batch_size)]
@@ -449,8 +544,9 @@ class TextCalibrationReader:
         batch = next(self._iter, None)
         if batch is None:
             return None
-        enc = self._tokenizer(batch, padding=self._padding, truncation=True, max_length=self._max_length,
-                              return_tensors="np")
+        enc = self._tokenizer(
+            batch, padding=self._padding, truncation=True, max_length=self._max_length, return_tensors="np"
+        )
         return {k: np.asarray(v, dtype=np.int64) for k, v in enc.items() if k in self._names}
 
     def __iter__(self):
@@ -464,7 +560,10 @@ class TextCalibrationReader:
 
 
 def quantize_ort_static(
-    model_dir: str | Path, out_dir: str | Path, cfg: QuantizeConfig, texts: list[str],
+    model_dir: str | Path,
+    out_dir: str | Path,
+    cfg: QuantizeConfig,
+    texts: list[str],
     parent_uri: str | None = None,
 ) -> ArtifactMeta:
     """ONNX Runtime static INT8 in QDQ format, activation ranges calibrated on ``texts``.
@@ -492,36 +591,65 @@ def quantize_ort_static(
     meta, path, _ = open_onnx_source(model_dir, "ORT static INT8")
     max_length = int(meta.settings.get("max_length", DEFAULT_MAX_LENGTH))
     op_types = ["MatMul"] + (["Gather"] if cfg.quantize_embeddings else [])
-    method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-              "percentile": CalibrationMethod.Percentile}[cfg.calibration_method]
+    method = {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+    }[cfg.calibration_method]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         prepared, model = _preprocess(path, tmp)
         input_names = [i.name for i in model.graph.input]
         if cfg.calibration_method != "minmax" and len(texts) > 128:
-            log.warning("%s calibration keeps every activation of all %d texts in memory (~50 MB per text for "
-                        "MiniLM-L6 at 128 tokens); lower quantize.calibration_samples if this step runs out of "
-                        "memory", cfg.calibration_method, len(texts))
-        reader = TextCalibrationReader(texts, load_tokenizer(model_dir), input_names, max_length,
-                                       fixed_shape=cfg.calibration_method != "minmax")
+            log.warning(
+                "%s calibration keeps every activation of all %d texts in memory (~50 MB per text for "
+                "MiniLM-L6 at 128 tokens); lower quantize.calibration_samples if this step runs out of "
+                "memory",
+                cfg.calibration_method,
+                len(texts),
+            )
+        reader = TextCalibrationReader(
+            texts, load_tokenizer(model_dir), input_names, max_length, fixed_shape=cfg.calibration_method != "minmax"
+        )
         exclude = _excluded_nodes(model, cfg.keep_fp32)
-        log.info("ORT static INT8 (QDQ) of %s: %d calibration texts, %s calibration, ops %s",
-                 path, len(texts), cfg.calibration_method, op_types)
+        log.info(
+            "ORT static INT8 (QDQ) of %s: %d calibration texts, %s calibration, ops %s",
+            path,
+            len(texts),
+            cfg.calibration_method,
+            op_types,
+        )
         try:
             ort_quantize_static(
-                str(prepared), str(out / MODEL_FILE), reader, quant_format=QuantFormat.QDQ,
-                op_types_to_quantize=op_types, per_channel=cfg.per_channel, reduce_range=cfg.reduce_range,
-                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=exclude,
-                calibrate_method=method, use_external_data_format=_large(path),
+                str(prepared),
+                str(out / MODEL_FILE),
+                reader,
+                quant_format=QuantFormat.QDQ,
+                op_types_to_quantize=op_types,
+                per_channel=cfg.per_channel,
+                reduce_range=cfg.reduce_range,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                nodes_to_exclude=exclude,
+                calibrate_method=method,
+                use_external_data_format=_large(path),
                 extra_options={"MatMulConstBOnly": True},
             )
         except (ValueError, RuntimeError, KeyError) as exc:
             raise ShrinkError(f"{path}: ORT static quantization failed: {exc}".splitlines()[0]) from None
-    settings = {"format": "QDQ", "op_types": op_types, "per_channel": cfg.per_channel,
-                "reduce_range": cfg.reduce_range, "activation_type": "uint8", "weight_type": "int8",
-                "calibration_method": cfg.calibration_method, "calibration_samples": len(texts),
-                "keep_fp32": cfg.keep_fp32, "source_technique": meta.technique}
+    settings = {
+        "format": "QDQ",
+        "op_types": op_types,
+        "per_channel": cfg.per_channel,
+        "reduce_range": cfg.reduce_range,
+        "activation_type": "uint8",
+        "weight_type": "int8",
+        "calibration_method": cfg.calibration_method,
+        "calibration_samples": len(texts),
+        "keep_fp32": cfg.keep_fp32,
+        "source_technique": meta.technique,
+    }
     return _finish_int8(out, model_dir, meta, cfg, "ort-static-int8", settings, parent_uri)
 
 

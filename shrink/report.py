@@ -18,9 +18,16 @@ from typing import Any
 from shrink.record import summarize
 
 COLUMNS = (
-    ("candidate", "candidate"), ("status", "status"), ("size_mb", "size MB"), ("p50_ms", "p50 ms"),
-    ("p95_ms", "p95 ms"), ("throughput_qps", "req/s"), ("accuracy", "accuracy"), ("oos_recall", "oos recall"),
-    ("speedup_p50", "speed-up"), ("size_reduction", "size -%"),
+    ("candidate", "candidate"),
+    ("status", "status"),
+    ("size_mb", "size MB"),
+    ("p50_ms", "p50 ms"),
+    ("p95_ms", "p95 ms"),
+    ("throughput_qps", "req/s"),
+    ("accuracy", "accuracy"),
+    ("oos_recall", "oos recall"),
+    ("speedup_p50", "speed-up"),
+    ("size_reduction", "size -%"),
 )
 STATUS_COLOURS = {"pass": "#2e7d32", "fail": "#c62828", "invalid": "#6d4c41", "baseline": "#546e7a"}
 
@@ -34,12 +41,16 @@ def _rows(decision: dict, records: list[dict] | None) -> list[dict[str, Any]]:
         summary = entry.get("summary")
         if summary is None and entry["name"] in by_name and entry.get("status") != "invalid":
             summary = summarize(by_name[entry["name"]], baseline)
-        rows.append({
-            "candidate": entry["name"], "status": entry["status"], **(summary or {}),
-            "chosen": entry["name"] == decision.get("chosen"),
-            "checks": {c["slo"]: c for c in entry.get("checks", [])},
-            "reasons": entry.get("reasons", []),
-        })
+        rows.append(
+            {
+                "candidate": entry["name"],
+                "status": entry["status"],
+                **(summary or {}),
+                "chosen": entry["name"] == decision.get("chosen"),
+                "checks": {c["slo"]: c for c in entry.get("checks", [])},
+                "reasons": entry.get("reasons", []),
+            }
+        )
     return rows
 
 
@@ -99,8 +110,7 @@ def plot_png(decision: dict, records: list[dict] | None = None) -> bytes:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    rows = [r for r in _rows(decision, records)
-            if r.get("p50_ms") is not None and r.get("accuracy") is not None]
+    rows = [r for r in _rows(decision, records) if r.get("p50_ms") is not None and r.get("accuracy") is not None]
     fig = Figure(figsize=(8, 5), dpi=110)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
@@ -108,16 +118,35 @@ def plot_png(decision: dict, records: list[dict] | None = None) -> bytes:
     for row in rows:
         area = 40 + 1600 * (row.get("size_mb") or 0) / biggest
         colour = STATUS_COLOURS.get(row["status"], "#777777")
-        ax.scatter(row["p50_ms"], 100 * row["accuracy"], s=area, alpha=0.45, color=colour,
-                   edgecolors=colour, linewidths=1)
+        ax.scatter(
+            row["p50_ms"], 100 * row["accuracy"], s=area, alpha=0.45, color=colour, edgecolors=colour, linewidths=1
+        )
         if row["chosen"]:
-            ax.scatter(row["p50_ms"], 100 * row["accuracy"], s=area + 250, facecolors="none",
-                       edgecolors="#f9a825", linewidths=3)
-            ax.scatter([], [], s=120, facecolors="none", edgecolors="#f9a825", linewidths=2,
-                       label=f"promoted: {row['candidate']}")
+            ax.scatter(
+                row["p50_ms"],
+                100 * row["accuracy"],
+                s=area + 250,
+                facecolors="none",
+                edgecolors="#f9a825",
+                linewidths=3,
+            )
+            ax.scatter(
+                [],
+                [],
+                s=120,
+                facecolors="none",
+                edgecolors="#f9a825",
+                linewidths=2,
+                label=f"promoted: {row['candidate']}",
+            )
         size = f"{row['size_mb']:.0f} MB" if row.get("size_mb") is not None else ""
-        ax.annotate(f"{row['candidate']}\n{size}", (row["p50_ms"], 100 * row["accuracy"]),
-                    textcoords="offset points", xytext=(8, 6), fontsize=8)
+        ax.annotate(
+            f"{row['candidate']}\n{size}",
+            (row["p50_ms"], 100 * row["accuracy"]),
+            textcoords="offset points",
+            xytext=(8, 6),
+            fontsize=8,
+        )
     for status, colour in STATUS_COLOURS.items():
         if any(r["status"] == status for r in rows):
             ax.scatter([], [], color=colour, alpha=0.45, s=60, label=status)
@@ -159,8 +188,10 @@ def render_html(decision: dict, records: list[dict] | None = None) -> str:
     body = []
     for row in rows:
         cls = " class='chosen'" if row["chosen"] else ""
-        cells = [f"<td>{esc(row['candidate'])}{' &#9733;' if row['chosen'] else ''}</td>",
-                 f"<td style='color:{STATUS_COLOURS.get(row['status'], '#000')}'>{esc(row['status'])}</td>"]
+        cells = [
+            f"<td>{esc(row['candidate'])}{' &#9733;' if row['chosen'] else ''}</td>",
+            f"<td style='color:{STATUS_COLOURS.get(row['status'], '#000')}'>{esc(row['status'])}</td>",
+        ]
         cells += [f"<td class='num'>{esc(_cell(k, row.get(k)))}</td>" for k, _ in COLUMNS[2:]]
         cells += [_check_cell(row["checks"].get(s)) for s in slos]
         body.append(f"<tr{cls}>{''.join(cells)}</tr>")
@@ -174,17 +205,24 @@ def render_html(decision: dict, records: list[dict] | None = None) -> str:
         for g in (decision.get("config") or {}).get("slos", [])
     )
     chosen = decision.get("chosen")
-    verdict = (f"Promoted <b>{esc(chosen)}</b>" if chosen else "<b>Nothing promoted</b>")
+    verdict = f"Promoted <b>{esc(chosen)}</b>" if chosen else "<b>Nothing promoted</b>"
     production = decision.get("production") or {}
     prod_summary = production.get("summary") or {}
-    prod_figures = (f"; p50 {_cell('p50_ms', prod_summary.get('p50_ms'))} ms, p95 "
-                    f"{_cell('p95_ms', prod_summary.get('p95_ms'))} ms, accuracy "
-                    f"{_cell('accuracy', prod_summary.get('accuracy'))}%" if prod_summary else "")
-    prod_line = (f"Production before this run: <code>{esc(str(production.get('version')))}</code> "
-                 f"({'compared' if production.get('compared') else 'not compared'}"
-                 f"{', measured ' + esc(production['measured']) if production.get('measured') else ''}"
-                 f"{esc(prod_figures)})"
-                 if production else "Production before this run: none")
+    prod_figures = (
+        f"; p50 {_cell('p50_ms', prod_summary.get('p50_ms'))} ms, p95 "
+        f"{_cell('p95_ms', prod_summary.get('p95_ms'))} ms, accuracy "
+        f"{_cell('accuracy', prod_summary.get('accuracy'))}%"
+        if prod_summary
+        else ""
+    )
+    prod_line = (
+        f"Production before this run: <code>{esc(str(production.get('version')))}</code> "
+        f"({'compared' if production.get('compared') else 'not compared'}"
+        f"{', measured ' + esc(production['measured']) if production.get('measured') else ''}"
+        f"{esc(prod_figures)})"
+        if production
+        else "Production before this run: none"
+    )
     hw = (decision.get("baseline") or {}).get("hardware") or {}
     warnings = "".join(f"<li>{esc(w)}</li>" for w in decision.get("warnings", []))
     return f"""<!DOCTYPE html>
@@ -200,14 +238,14 @@ tr.chosen td:first-child {{ font-weight: bold; }}
 small {{ color: #555; }}
 </style></head><body>
 <h1>SLO gate report</h1>
-<p>{verdict}: {esc(decision.get('reason', ''))}</p>
-<p>{prod_line}. Policy: <code>{esc(str((decision.get('policy') or {}).get('name')))}</code>.
-Hardware: {esc(str(hw.get('cpu_model', 'unknown')))}, {esc(str(hw.get('cores_used', '?')))} core(s).
-Created {esc(str(decision.get('created', '')))}.</p>
-{f'<ul class="warnings">{warnings}</ul>' if warnings else ''}
+<p>{verdict}: {esc(decision.get("reason", ""))}</p>
+<p>{prod_line}. Policy: <code>{esc(str((decision.get("policy") or {}).get("name")))}</code>.
+Hardware: {esc(str(hw.get("cpu_model", "unknown")))}, {esc(str(hw.get("cores_used", "?")))} core(s).
+Created {esc(str(decision.get("created", "")))}.</p>
+{f'<ul class="warnings">{warnings}</ul>' if warnings else ""}
 <h2>Candidates</h2>
 <table id="candidates"><thead><tr>{head}</tr></thead><tbody>
-{''.join(body)}
+{"".join(body)}
 </tbody></table>
 <p><small>SLO cells: verdict, then measured / limit; hover for how the limit was resolved.
 Speed-up and size reduction are against the teacher.</small></p>

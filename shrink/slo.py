@@ -29,13 +29,31 @@ HIGHER = "higher_is_better"
 
 Direction = Literal["lower_is_better", "higher_is_better"]
 Kind = Literal[
-    "threshold", "max_degradation", "min_improvement", "percent_max_degradation", "percent_min_improvement",
+    "threshold",
+    "max_degradation",
+    "min_improvement",
+    "percent_max_degradation",
+    "percent_min_improvement",
 ]
 Baseline = Literal["teacher", "production"]
 Metric = Literal[
-    "accuracy", "in_scope_accuracy", "oos_recall", "oos_precision", "macro_f1", "class_accuracy",
-    "majority_fraction", "p50_latency_ms", "p95_latency_ms", "p99_latency_ms", "mean_latency_ms",
-    "size_mb", "nonzero_parameters", "memory_mb", "throughput_qps", "load_time_s", "usd_per_million",
+    "accuracy",
+    "in_scope_accuracy",
+    "oos_recall",
+    "oos_precision",
+    "macro_f1",
+    "class_accuracy",
+    "majority_fraction",
+    "p50_latency_ms",
+    "p95_latency_ms",
+    "p99_latency_ms",
+    "mean_latency_ms",
+    "size_mb",
+    "nonzero_parameters",
+    "memory_mb",
+    "throughput_qps",
+    "load_time_s",
+    "usd_per_million",
 ]
 Policy = Literal["lowest_p95", "smallest_size", "highest_accuracy", "highest_throughput", "lowest_memory"]
 RELATIVE_KINDS = ("max_degradation", "min_improvement", "percent_max_degradation", "percent_min_improvement")
@@ -132,31 +150,38 @@ class Goal:
         """Reject goals that cannot mean what was intended: wrong direction, impossible values."""
         spec = self.spec
         _require(
-            self.direction == spec.direction, f"{where}.direction",
+            self.direction == spec.direction,
+            f"{where}.direction",
             f"{self.direction!r} contradicts metric {self.metric!r}, which is {spec.direction}",
         )
         _require(math.isfinite(self.value), f"{where}.value", f"must be a finite number, got {self.value}")
         if self.kind == "threshold":
-            _require(self.baseline is None, f"{where}.baseline",
-                     "a threshold is absolute; remove the baseline")
+            _require(self.baseline is None, f"{where}.baseline", "a threshold is absolute; remove the baseline")
             if spec.fraction:
-                _require(0 <= self.value <= 1, f"{where}.value",
-                         f"{self.metric} is a fraction in [0, 1], got {self.value} (one point = 0.01)")
+                _require(
+                    0 <= self.value <= 1,
+                    f"{where}.value",
+                    f"{self.metric} is a fraction in [0, 1], got {self.value} (one point = 0.01)",
+                )
             else:
-                _require(self.value > 0, f"{where}.value",
-                         f"a {self.metric} limit must be > 0, got {self.value}")
+                _require(self.value > 0, f"{where}.value", f"a {self.metric} limit must be > 0, got {self.value}")
         else:
-            _require(self.baseline is not None, f"{where}.baseline",
-                     f"a {self.kind} goal needs a baseline: teacher or production")
-            _require(self.value >= 0, f"{where}.value",
-                     f"must be >= 0 (the kind already says which way), got {self.value}")
+            _require(
+                self.baseline is not None,
+                f"{where}.baseline",
+                f"a {self.kind} goal needs a baseline: teacher or production",
+            )
+            _require(
+                self.value >= 0, f"{where}.value", f"must be >= 0 (the kind already says which way), got {self.value}"
+            )
             if spec.fraction and not self.kind.startswith("percent_"):
-                _require(self.value <= 1, f"{where}.value",
-                         f"{self.metric} is a fraction: a change of {self.value} is impossible "
-                         "(one point = 0.01)")
+                _require(
+                    self.value <= 1,
+                    f"{where}.value",
+                    f"{self.metric} is a fraction: a change of {self.value} is impossible (one point = 0.01)",
+                )
             if self.kind == "percent_min_improvement" and self.direction == LOWER:
-                _require(self.value < 100, f"{where}.value",
-                         f"cannot reduce {self.metric} by {self.value}% or more")
+                _require(self.value < 100, f"{where}.value", f"cannot reduce {self.metric} by {self.value}% or more")
         if self.batch_size is not None:
             _require(self.metric == "throughput_qps", f"{where}.batch_size", "only applies to throughput_qps")
             _require(self.batch_size > 0, f"{where}.batch_size", f"must be > 0, got {self.batch_size}")
@@ -168,8 +193,7 @@ def default_slos() -> list[Goal]:
     """Goals that hold for any deployment; absolute latency and size limits are the user's to set."""
     return [
         Goal("accuracy", HIGHER, "max_degradation", 0.01, baseline="teacher", name="max_accuracy_drop"),
-        Goal("class_accuracy", HIGHER, "max_degradation", 0.10, baseline="teacher",
-             name="max_class_regression"),
+        Goal("class_accuracy", HIGHER, "max_degradation", 0.10, baseline="teacher", name="max_class_regression"),
     ]
 
 
@@ -180,10 +204,15 @@ def default_production_goals() -> list[Goal]:
     same hardware; accuracy on the same test set is exact, so no slack there.
     """
     return [
-        Goal("accuracy", HIGHER, "max_degradation", 0.0, baseline="production",
-             name="no_accuracy_loss_vs_production"),
-        Goal("p95_latency_ms", LOWER, "percent_max_degradation", 10.0, baseline="production",
-             name="p95_within_10pct_of_production"),
+        Goal("accuracy", HIGHER, "max_degradation", 0.0, baseline="production", name="no_accuracy_loss_vs_production"),
+        Goal(
+            "p95_latency_ms",
+            LOWER,
+            "percent_max_degradation",
+            10.0,
+            baseline="production",
+            name="p95_within_10pct_of_production",
+        ),
     ]
 
 
@@ -237,19 +266,25 @@ class GateConfig:
         """Value rules across fields: unique goal names, sane limits, a plain bucket name."""
         labels = [g.label for g in self.slos]
         dupes = sorted({x for x in labels if labels.count(x) > 1})
-        _require(not dupes, f"{where}.slos",
-                 f"goal names must be unique; {dupes[0] if dupes else ''!r} repeats")
-        _require(0 < self.max_majority_fraction <= 1, f"{where}.max_majority_fraction",
-                 f"must be in (0, 1], got {self.max_majority_fraction}")
-        _require(0 <= self.class_regression_alpha < 1, f"{where}.class_regression_alpha",
-                 f"must be in [0, 1) (0: flat per-class limits), got {self.class_regression_alpha}")
-        _require(0 <= self.tie_tolerance_percent < 100, f"{where}.tie_tolerance_percent",
-                 f"must be in [0, 100), got {self.tie_tolerance_percent}")
+        _require(not dupes, f"{where}.slos", f"goal names must be unique; {dupes[0] if dupes else ''!r} repeats")
+        _require(
+            0 < self.max_majority_fraction <= 1,
+            f"{where}.max_majority_fraction",
+            f"must be in (0, 1], got {self.max_majority_fraction}",
+        )
+        _require(
+            0 <= self.class_regression_alpha < 1,
+            f"{where}.class_regression_alpha",
+            f"must be in [0, 1) (0: flat per-class limits), got {self.class_regression_alpha}",
+        )
+        _require(
+            0 <= self.tie_tolerance_percent < 100,
+            f"{where}.tie_tolerance_percent",
+            f"must be in [0, 100), got {self.tie_tolerance_percent}",
+        )
         bucket_ok = bool(self.registry_bucket.strip()) and "/" not in self.registry_bucket
-        _require(bucket_ok, f"{where}.registry_bucket",
-                 f"must be a bucket name, got {self.registry_bucket!r}")
-        _require(self.model_name is None or bool(self.model_name.strip()), f"{where}.model_name",
-                 "must not be empty")
+        _require(bucket_ok, f"{where}.registry_bucket", f"must be a bucket name, got {self.registry_bucket!r}")
+        _require(self.model_name is None or bool(self.model_name.strip()), f"{where}.model_name", "must not be empty")
 
 
 def gate_config(data: dict[str, Any] | None, where: str = "gate") -> GateConfig:

@@ -83,9 +83,7 @@ def unpack(tensors: dict[str, Any], index: dict[str, Any]) -> dict[str, Any]:
         mask = np.unpackbits(tensors[f"{name}::mask"].numpy(), count=numel).astype(bool)
         values = tensors[f"{name}::values"]
         if int(mask.sum()) != values.numel():
-            raise ShrinkError(
-                f"sparse tensor {name}: mask has {int(mask.sum())} ones but {values.numel()} values"
-            )
+            raise ShrinkError(f"sparse tensor {name}: mask has {int(mask.sum())} ones but {values.numel()} values")
         dense = torch.zeros(numel, dtype=getattr(torch, info["dtype"]))
         dense[torch.from_numpy(mask)] = values
         state[name] = dense.view(shape)
@@ -143,9 +141,7 @@ def load_weights(path: str | Path) -> dict[str, Any]:
         raise ShrinkError(f"{path}: not a zstd stream: {exc}") from None
     metadata = _header_metadata(raw, str(path))
     if _META_KEY not in metadata:
-        raise ShrinkError(
-            f"{path}: no {_META_KEY!r} index in the safetensors metadata; not a shrink sparse file"
-        )
+        raise ShrinkError(f"{path}: no {_META_KEY!r} index in the safetensors metadata; not a shrink sparse file")
     return unpack(load(raw), json.loads(metadata[_META_KEY]))
 
 
@@ -157,9 +153,7 @@ def bert_layers(model) -> list:
     base = getattr(model, "base_model", model)
     layers = getattr(getattr(base, "encoder", None), "layer", None)
     if layers is None or not all(
-        hasattr(layer, "attention")
-        and hasattr(layer.attention, "self")
-        and hasattr(layer.attention.self, "query")
+        hasattr(layer, "attention") and hasattr(layer.attention, "self") and hasattr(layer.attention.self, "query")
         for layer in layers
     ):
         raise ShrinkError(
@@ -188,8 +182,7 @@ def apply_structure(model, structure: dict[str, Any]) -> None:
     heads, widths = structure.get("heads", []), structure.get("intermediate", [])
     if len(heads) != len(layers) or len(widths) != len(layers):
         raise ShrinkError(
-            f"config.json {STRUCTURE_KEY}: describes {len(heads)} / {len(widths)} layers, "
-            f"the model has {len(layers)}"
+            f"config.json {STRUCTURE_KEY}: describes {len(heads)} / {len(widths)} layers, the model has {len(layers)}"
         )
     head_size = int(structure["attention_head_size"])
     for layer, n_heads, width in zip(layers, heads, widths, strict=True):
@@ -218,9 +211,7 @@ def build_model(directory: str | Path, weights_file: str = WEIGHTS_FILE):
     try:
         config = AutoConfig.from_pretrained(str(directory))
     except (OSError, ValueError) as exc:
-        raise ShrinkError(
-            f"{directory / 'config.json'}: cannot read the model config: {exc}".splitlines()[0]
-        ) from None
+        raise ShrinkError(f"{directory / 'config.json'}: cannot read the model config: {exc}".splitlines()[0]) from None
     model = AutoModelForSequenceClassification.from_config(config)
     structure = getattr(config, STRUCTURE_KEY, None)
     if structure:

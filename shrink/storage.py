@@ -439,8 +439,13 @@ class SeaweedServer:
         if self.admin_grpc_port is None and self.admin_port + GRPC_OFFSET > 65535:
             taken = {self.s3_port, self.master_port, self.volume_port, self.filer_port}
             self.admin_port = free_ports(1, pairs=True, avoid=taken)[0]
-        http = {"master": self.master_port, "volume": self.volume_port, "filer": self.filer_port,
-                "admin": self.admin_port, "s3": self.s3_port}
+        http = {
+            "master": self.master_port,
+            "volume": self.volume_port,
+            "filer": self.filer_port,
+            "admin": self.admin_port,
+            "s3": self.s3_port,
+        }
         taken = set(http.values()) | {getattr(self, f) for f in self.GRPC_FIELDS if getattr(self, f)}
         for name, port in http.items():
             field_name = f"{name}_grpc_port"

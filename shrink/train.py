@@ -131,8 +131,7 @@ def select_device(prefer: str = "auto") -> torch.device:
         return torch.device("cuda")
     if prefer == "cuda":
         raise ShrinkError(
-            "train.device: 'cuda' was asked for but no CUDA device is visible "
-            "(torch.cuda.is_available() is False)"
+            "train.device: 'cuda' was asked for but no CUDA device is visible (torch.cuda.is_available() is False)"
         )
     torch.set_num_threads(cpu_threads())
     return torch.device("cpu")
@@ -196,9 +195,7 @@ def encode(tokenizer, texts: list[str], labels, max_length: int) -> Encoded:
     return Encoded({n: enc[n] for n in names}, np.asarray(labels, dtype=np.int64), int(pad_id))
 
 
-def length_grouped_batches(
-    lengths: np.ndarray, batch_size: int, rng: np.random.Generator
-) -> list[np.ndarray]:
+def length_grouped_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
     """Shuffled batches of similar-length examples.
 
     Shuffle, cut into chunks of ``SORT_CHUNK_BATCHES`` batches, sort each chunk by
@@ -382,9 +379,7 @@ def _targets(
     if teacher_logits is not None:
         teacher_logits = torch.as_tensor(np.asarray(teacher_logits, dtype=np.float32))
         if teacher_logits.shape[0] != len(train):
-            raise ShrinkError(
-                f"teacher logits: {teacher_logits.shape[0]} rows for {len(train)} training examples"
-            )
+            raise ShrinkError(f"teacher logits: {teacher_logits.shape[0]} rows for {len(train)} training examples")
     elif alpha < 1.0:
         raise ShrinkError(f"alpha: {alpha} < 1 needs teacher logits")
     if teacher_states is None or patient_weight <= 0:
@@ -479,9 +474,7 @@ def fit(
         for index in progress(batches, f"{desc} epoch {epoch}/{cfg.epochs}"):
             inputs = _to_device(train.batch(index), device)
             labels = labels_all[index].to(device, non_blocking=True)
-            teacher = (
-                teacher_logits[index].to(device, non_blocking=True) if teacher_logits is not None else None
-            )
+            teacher = teacher_logits[index].to(device, non_blocking=True) if teacher_logits is not None else None
             with _autocast(device):
                 out = model(**inputs, output_hidden_states=patient)
             loss = kd_loss(out.logits, teacher, labels, alpha, temperature)
@@ -504,9 +497,7 @@ def fit(
         val_acc = accuracy(predict_logits(model, val, cfg.batch_size * 2, device), val.labels)
         model.train()
         result.epochs_run = epoch
-        result.history.append(
-            {"epoch": epoch, "loss": loss_sum / max(1, epoch_seen), "val_accuracy": val_acc}
-        )
+        result.history.append({"epoch": epoch, "loss": loss_sum / max(1, epoch_seen), "val_accuracy": val_acc})
         if val_acc > result.best_val_accuracy:
             result.best_val_accuracy, result.best_epoch, stale = val_acc, epoch, 0
             if keep_best:

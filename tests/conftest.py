@@ -91,8 +91,9 @@ def tiny_artifact(tmp_path_factory, tiny_model_dir, clinc_slice):
 
     out = tmp_path_factory.mktemp("component") / "student"
     labels = load_prepared(clinc_slice)[1].label_names
-    save_classifier(load_classifier(tiny_model_dir), load_tokenizer(tiny_model_dir), out,
-                    label_names=labels, technique="distill")
+    save_classifier(
+        load_classifier(tiny_model_dir), load_tokenizer(tiny_model_dir), out, label_names=labels, technique="distill"
+    )
     return out
 
 

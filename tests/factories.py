@@ -37,7 +37,6 @@ SLICE_LABELS = [
 ]
 
 
-
 # --------------------------------------------------------------------------- tiny trained models
 
 
@@ -70,8 +69,7 @@ def train_tiny(src: Path, dataset: Path, out: Path) -> Path:
         model.eval()
     finally:
         torch.set_num_threads(threads)
-    save_classifier(model, tok, out, label_names=info.label_names, technique="fine-tune",
-                    settings={"max_length": 32})
+    save_classifier(model, tok, out, label_names=info.label_names, technique="fine-tune", settings={"max_length": 32})
     return out
 
 
@@ -91,7 +89,6 @@ def built(tmp_path_factory, name: str, make) -> Path:
         shutil.rmtree(out, ignore_errors=True)
         make(out)
     return out
-
 
 
 # --------------------------------------------------------------------------- gate records
@@ -186,7 +183,6 @@ def record(
     }
 
 
-
 # --------------------------------------------------------------------------- registry
 
 
@@ -224,5 +220,3 @@ def decision_for(name, meta, model_name, candidate="ort_int8_dynamic", s3=None, 
 
 def fresh_name():
     return f"test-{uuid.uuid4().hex[:8]}"
-
-

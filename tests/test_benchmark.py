@@ -26,11 +26,24 @@ from shrink.hardware import fingerprint, hardware_info, same_hardware
 from shrink.record import SCHEMA
 
 # Smallest settings that still exercise every measurement.
-FAST = BenchmarkConfig(warmup=3, latency_samples=30, batch_sizes=[4], throughput_queries=8,
-                       bootstrap_resamples=50)
+FAST = BenchmarkConfig(warmup=3, latency_samples=30, batch_sizes=[4], throughput_queries=8, bootstrap_resamples=50)
 RECORD_KEYS = {
-    "schema", "candidate", "artifact", "label_names", "dataset", "accuracy", "latency_ms", "throughput_qps",
-    "size", "memory", "load_time_s", "threads", "hardware", "cost", "created", "duration_s",
+    "schema",
+    "candidate",
+    "artifact",
+    "label_names",
+    "dataset",
+    "accuracy",
+    "latency_ms",
+    "throughput_qps",
+    "size",
+    "memory",
+    "load_time_s",
+    "threads",
+    "hardware",
+    "cost",
+    "created",
+    "duration_s",
 }
 
 
@@ -74,8 +87,13 @@ def torch_artifact(tmp_path_factory, fitted_model_dir, labels):
     from shrink.models import load_classifier, load_tokenizer, save_classifier
 
     out = tmp_path_factory.mktemp("bench") / "tiny"
-    save_classifier(load_classifier(fitted_model_dir), load_tokenizer(fitted_model_dir), out,
-                    label_names=labels, technique="fine-tune")
+    save_classifier(
+        load_classifier(fitted_model_dir),
+        load_tokenizer(fitted_model_dir),
+        out,
+        label_names=labels,
+        technique="fine-tune",
+    )
     return out
 
 
@@ -94,12 +112,25 @@ def onnx_artifact(tmp_path_factory, fitted_model_dir, labels):
     names = ["input_ids", "attention_mask", "token_type_ids"]
     with warnings.catch_warnings():  # the TorchScript exporter's deprecation and tracer notices
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, (ids, torch.ones_like(ids), torch.zeros_like(ids)), str(out / "model.onnx"),
-                          input_names=names, output_names=["logits"], opset_version=17, dynamo=False,
-                          dynamic_axes={n: {0: "batch", 1: "seq"} for n in names})
+        torch.onnx.export(
+            model,
+            (ids, torch.ones_like(ids), torch.zeros_like(ids)),
+            str(out / "model.onnx"),
+            input_names=names,
+            output_names=["logits"],
+            opset_version=17,
+            dynamo=False,
+            dynamic_axes={n: {0: "batch", 1: "seq"} for n in names},
+        )
     load_tokenizer(fitted_model_dir).save_pretrained(str(out))
-    write_artifact(out, format="onnx", precision="fp32", label_names=labels, technique="onnx-export",
-                   runtime={"intra_op_threads": 1, "inter_op_threads": 1, "graph_optimization_level": "all"})
+    write_artifact(
+        out,
+        format="onnx",
+        precision="fp32",
+        label_names=labels,
+        technique="onnx-export",
+        runtime={"intra_op_threads": 1, "inter_op_threads": 1, "graph_optimization_level": "all"},
+    )
     return out
 
 
@@ -153,8 +184,16 @@ def test_accuracy_report_on_a_hand_made_case():
     assert r["macro_f1"] == pytest.approx((2 / 3 + 0.8 + 2 / 3) / 3)
     assert r["majority_fraction"] == pytest.approx(5 / 10)  # oos predicted 5 times
     assert r["per_class_support"] == {"a": 3, "b": 3, "oos": 4}
-    assert set(r) == {"accuracy", "in_scope_accuracy", "oos_recall", "oos_precision", "macro_f1",
-                      "per_class", "per_class_support", "majority_fraction"}
+    assert set(r) == {
+        "accuracy",
+        "in_scope_accuracy",
+        "oos_recall",
+        "oos_precision",
+        "macro_f1",
+        "per_class",
+        "per_class_support",
+        "majority_fraction",
+    }
 
 
 def test_accuracy_report_without_oos_and_with_an_absent_class():
@@ -189,8 +228,7 @@ def test_size_and_nonzero_counts_are_exact_after_zeroing_weights(tmp_path, tiny_
         w[:5] = 0.0
         model.classifier.weight[0, :3] = -0.0  # negative zero is a zero weight too
         zeroed += 3
-    art = save_classifier(model, load_tokenizer(tiny_model_dir), tmp_path / "m", label_names=labels,
-                          technique="prune")
+    art = save_classifier(model, load_tokenizer(tiny_model_dir), tmp_path / "m", label_names=labels, technique="prune")
     tensors = load_file(str(tmp_path / "m" / "model.safetensors"))
     expected_params = sum(t.numel() for t in tensors.values())
     size = size_report(tmp_path / "m")
@@ -208,12 +246,15 @@ def test_counts_every_safetensors_dtype_bit_exactly(tmp_path):
 
     out = tmp_path / "m"
     out.mkdir()
-    save_file({
-        "f32": torch.tensor([0.0, -0.0, 1.5, 2.0]),
-        "bf16": torch.tensor([[0.0, -0.0, 3.0], [1e-30, 0.0, -2.0]], dtype=torch.bfloat16),
-        "f16": torch.tensor([0.0, 5e-8, -1.0], dtype=torch.float16),  # 5e-8 is a subnormal, not zero
-        "i8": torch.tensor([0, -128, 0, 7, 0], dtype=torch.int8),
-    }, str(out / "model.safetensors"))
+    save_file(
+        {
+            "f32": torch.tensor([0.0, -0.0, 1.5, 2.0]),
+            "bf16": torch.tensor([[0.0, -0.0, 3.0], [1e-30, 0.0, -2.0]], dtype=torch.bfloat16),
+            "f16": torch.tensor([0.0, 5e-8, -1.0], dtype=torch.float16),  # 5e-8 is a subnormal, not zero
+            "i8": torch.tensor([0, -128, 0, 7, 0], dtype=torch.int8),
+        },
+        str(out / "model.safetensors"),
+    )
     write_artifact(out, format="pytorch", precision="int8", label_names=["a", "b"], technique="t")
     assert count_parameters(out) == (4 + 6 + 3 + 5, 2 + 3 + 2 + 2)
 
@@ -233,15 +274,20 @@ def _onnx_linear(path, external=False):
         initializer=[numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    onnx.save(model, str(path), save_as_external_data=external, all_tensors_to_one_file=True,
-              location="model.onnx.data", size_threshold=0)
+    onnx.save(
+        model,
+        str(path),
+        save_as_external_data=external,
+        all_tensors_to_one_file=True,
+        location="model.onnx.data",
+        size_threshold=0,
+    )
 
 
 @pytest.mark.parametrize("external", [False, True])
 def test_onnx_initializers_counted_exactly(tmp_path, external):
     _onnx_linear(tmp_path / "model.onnx", external)
-    meta = write_artifact(tmp_path, format="onnx", precision="fp32", label_names=["a", "b", "c"],
-                          technique="t")
+    meta = write_artifact(tmp_path, format="onnx", precision="fp32", label_names=["a", "b", "c"], technique="t")
     assert ("model.onnx.data" in meta.files) == external
     size = size_report(tmp_path)
     assert (size["parameters"], size["nonzero_parameters"]) == (15, 15 - 4 - 1)
@@ -277,12 +323,24 @@ def test_refuses_an_unknown_loader(tmp_path, torch_artifact, clinc_slice):
     bad = tmp_path / "unknown"
     shutil.copytree(torch_artifact, bad)
     meta = read_meta(bad)
-    write_artifact(bad, format="pytorch", precision="int8", label_names=meta.label_names,
-                   technique="quantize", extra={"loader": "shrink.no_such_format:load"})
+    write_artifact(
+        bad,
+        format="pytorch",
+        precision="int8",
+        label_names=meta.label_names,
+        technique="quantize",
+        extra={"loader": "shrink.no_such_format:load"},
+    )
     with pytest.raises(ShrinkError, match=r"unknown format: loader 'shrink.no_such_format:load'"):
         run_benchmark(bad, clinc_slice, FAST, "torch_int8")
-    write_artifact(bad, format="pytorch", precision="int8", label_names=meta.label_names,
-                   technique="quantize", extra={"loader": "shrink.metrics:no_such_loader"})
+    write_artifact(
+        bad,
+        format="pytorch",
+        precision="int8",
+        label_names=meta.label_names,
+        technique="quantize",
+        extra={"loader": "shrink.metrics:no_such_loader"},
+    )
     with pytest.raises(ShrinkError, match=r"unknown format: loader 'shrink.metrics:no_such_loader'"):
         run_benchmark(bad, clinc_slice, FAST, "torch_int8")
 
@@ -369,9 +427,11 @@ def test_hardware_fingerprint_is_stable_and_ignores_library_versions(tmp_path):
     assert not same_hardware(a, {"fingerprint": None}) and not same_hardware({}, {})
 
     cpuinfo = tmp_path / "cpuinfo"
-    cpuinfo.write_text("processor\t: 0\nmodel name\t: Intel Xeon Platinum 8480+\n"
-                       "flags\t\t: fpu avx2 avx512f avx512_vnni amx_tile amx_int8 sse4_2\n\n"
-                       "processor\t: 1\nmodel name\t: Intel Xeon Platinum 8480+\nflags\t\t: fpu\n")
+    cpuinfo.write_text(
+        "processor\t: 0\nmodel name\t: Intel Xeon Platinum 8480+\n"
+        "flags\t\t: fpu avx2 avx512f avx512_vnni amx_tile amx_int8 sse4_2\n\n"
+        "processor\t: 1\nmodel name\t: Intel Xeon Platinum 8480+\nflags\t\t: fpu\n"
+    )
     x = hardware_info(1, cpuinfo)
     assert x["cpu_model"] == "Intel Xeon Platinum 8480+"
     assert x["isa"] == {"avx2": True, "avx512_vnni": True, "avx_vnni": False, "amx": True}

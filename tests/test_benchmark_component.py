@@ -5,20 +5,35 @@ from kfp.dsl import Artifact, ClassificationMetrics, Dataset, Metrics, Model
 
 from components.benchmark.component import benchmark
 
-SMALL = {"warmup": 5, "latency_samples": 50, "batch_sizes": [8], "throughput_queries": 16,
-         "bootstrap_resamples": 100, "instance_price_per_hour": 0.36}
+SMALL = {
+    "warmup": 5,
+    "latency_samples": 50,
+    "batch_sizes": [8],
+    "throughput_queries": 16,
+    "bootstrap_resamples": 100,
+    "instance_price_per_hour": 0.36,
+}
 
 
 def _outputs(tmp_path):
-    return (Artifact(uri=str(tmp_path / "result.json")), Metrics(uri=str(tmp_path / "metrics")),
-            ClassificationMetrics(uri=str(tmp_path / "confusion")))
+    return (
+        Artifact(uri=str(tmp_path / "result.json")),
+        Metrics(uri=str(tmp_path / "metrics")),
+        ClassificationMetrics(uri=str(tmp_path / "confusion")),
+    )
 
 
 def test_benchmark_component_on_the_tiny_model(tmp_path, tiny_artifact, clinc_slice):
     result, metrics, confusion = _outputs(tmp_path)
-    benchmark.python_func(model=Model(uri=str(tiny_artifact)), dataset=Dataset(uri=str(clinc_slice)),
-                          benchmark=SMALL, candidate="student",
-                          result=result, metrics=metrics, confusion=confusion)
+    benchmark.python_func(
+        model=Model(uri=str(tiny_artifact)),
+        dataset=Dataset(uri=str(clinc_slice)),
+        benchmark=SMALL,
+        candidate="student",
+        result=result,
+        metrics=metrics,
+        confusion=confusion,
+    )
 
     record = json.loads((tmp_path / "result.json").read_text())
     assert record["schema"] == "shrink.benchmark/v1" and record["candidate"] == "student"
@@ -32,8 +47,21 @@ def test_benchmark_component_on_the_tiny_model(tmp_path, tiny_artifact, clinc_sl
     assert cost["usd_per_million"] == pytest.approx(0.36 / 3600 / (cost["qps_per_core"] * cores) * 1e6)
 
     m = metrics.metadata
-    for key in ("accuracy", "in_scope_accuracy", "oos_recall", "macro_f1", "p50_ms", "p95_ms", "p99_ms",
-                "size_mb", "qps_b8", "peak_rss_mb", "parameters", "nonzero_parameters", "usd_per_million"):
+    for key in (
+        "accuracy",
+        "in_scope_accuracy",
+        "oos_recall",
+        "macro_f1",
+        "p50_ms",
+        "p95_ms",
+        "p99_ms",
+        "size_mb",
+        "qps_b8",
+        "peak_rss_mb",
+        "parameters",
+        "nonzero_parameters",
+        "usd_per_million",
+    ):
         assert isinstance(m[key], float), key
     assert m["p50_ms"] == record["latency_ms"]["p50"] and m["size_mb"] == record["size"]["model_mb"]
     assert result.metadata["candidate"] == "student"
@@ -51,8 +79,9 @@ def test_benchmark_component_on_the_tiny_model(tmp_path, tiny_artifact, clinc_sl
     assert rows[oos][oos] / sum(rows[oos]) == pytest.approx(record["accuracy"]["oos_recall"])
 
 
-def test_benchmark_component_refuses_mismatched_labels_and_publishes_nothing(tmp_path, tiny_artifact,
-                                                                            clinc_slice, capsys):
+def test_benchmark_component_refuses_mismatched_labels_and_publishes_nothing(
+    tmp_path, tiny_artifact, clinc_slice, capsys
+):
     import shutil
 
     from shrink.artifact import read_meta, write_artifact
@@ -60,13 +89,20 @@ def test_benchmark_component_refuses_mismatched_labels_and_publishes_nothing(tmp
     bad = tmp_path / "bad"
     shutil.copytree(tiny_artifact, bad)
     meta = read_meta(bad)
-    write_artifact(bad, format="pytorch", precision="fp32", label_names=list(reversed(meta.label_names)),
-                   technique="distill")
+    write_artifact(
+        bad, format="pytorch", precision="fp32", label_names=list(reversed(meta.label_names)), technique="distill"
+    )
     result, metrics, confusion = _outputs(tmp_path)
     with pytest.raises(SystemExit) as exc:
-        benchmark.python_func(model=Model(uri=str(bad)), dataset=Dataset(uri=str(clinc_slice)),
-                              benchmark=SMALL, candidate="student",
-                              result=result, metrics=metrics, confusion=confusion)
+        benchmark.python_func(
+            model=Model(uri=str(bad)),
+            dataset=Dataset(uri=str(clinc_slice)),
+            benchmark=SMALL,
+            candidate="student",
+            result=result,
+            metrics=metrics,
+            confusion=confusion,
+        )
     assert exc.value.code == 3  # shrink.kfp_io.EXIT_EXPECTED: a ShrinkError
     err = capsys.readouterr().err
     assert "error: " in err and "label names disagree" in err and "the same names in a different order" in err

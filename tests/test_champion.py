@@ -15,19 +15,30 @@ from shrink.promote import current_production, promote
 from shrink.runtime import open_classifier
 from tests.factories import REGISTRY, decision_for, fresh_name
 
-SMALL = {"warmup": 5, "latency_samples": 40, "latency_rounds": 1, "batch_sizes": [8], "throughput_queries": 16,
-         "bootstrap_resamples": 100}
+SMALL = {
+    "warmup": 5,
+    "latency_samples": 40,
+    "latency_rounds": 1,
+    "batch_sizes": [8],
+    "throughput_queries": 16,
+    "bootstrap_resamples": 100,
+}
 
 
 def _bench_production(tmp_path, clinc_slice, name, tag):
     result = Artifact(uri=str(tmp_path / f"{tag}.json"))
-    benchmark_production.python_func(dataset=Dataset(uri=str(clinc_slice)), benchmark=SMALL, gate={},
-                                     model_name=name, result=result, metrics=Metrics(uri=str(tmp_path / tag)))
+    benchmark_production.python_func(
+        dataset=Dataset(uri=str(clinc_slice)),
+        benchmark=SMALL,
+        gate={},
+        model_name=name,
+        result=result,
+        metrics=Metrics(uri=str(tmp_path / tag)),
+    )
     return json.loads((tmp_path / f"{tag}.json").read_text()), result
 
 
-def test_champion_is_fetched_verified_and_measured_then_used_by_the_gate(seaweed, tmp_path, tiny_artifact,
-                                                                        clinc_slice):
+def test_champion_is_fetched_verified_and_measured_then_used_by_the_gate(seaweed, tmp_path, tiny_artifact, clinc_slice):
     name = fresh_name()
     first, result = _bench_production(tmp_path, clinc_slice, name, "first")
     assert first == {"candidate": "production", "absent": "nothing in production yet"}
@@ -58,29 +69,47 @@ def test_champion_is_fetched_verified_and_measured_then_used_by_the_gate(seaweed
         files[key] = tmp_path / f"in-{key}.json"
         files[key].write_text(json.dumps(rec))
     out = Artifact(uri=str(tmp_path / "decision.json"))
-    gate.python_func(teacher=Artifact(uri=str(files["teacher"])), student=Artifact(uri=str(files["student"])),
-                     production=Artifact(uri=str(files["production"])), gate={}, model_name=name, decision=out,
-                     report=HTML(uri=str(tmp_path / "report.html")), metrics=Metrics(uri=str(tmp_path / "m")))
+    gate.python_func(
+        teacher=Artifact(uri=str(files["teacher"])),
+        student=Artifact(uri=str(files["student"])),
+        production=Artifact(uri=str(files["production"])),
+        gate={},
+        model_name=name,
+        decision=out,
+        report=HTML(uri=str(tmp_path / "report.html")),
+        metrics=Metrics(uri=str(tmp_path / "m")),
+    )
     d = json.loads((tmp_path / "decision.json").read_text())
     assert d["production"]["version"] == pointer["version"]
     assert d["production"]["measured"] == "in this run, by the benchmark_production step"
-    lat = next(c for c in next(e for e in d["candidates"] if e["name"] == "student")["checks"]
-               if c["slo"] == "p95_within_10pct_of_production")
+    lat = next(
+        c
+        for c in next(e for e in d["candidates"] if e["name"] == "student")["checks"]
+        if c["slo"] == "p95_within_10pct_of_production"
+    )
     assert lat["baseline_value"] == champion["latency_ms"]["p95"] != 1e6
     assert "measured in this run, by the benchmark_production step" in (tmp_path / "report.html").read_text()
 
     # An unreadable champion record is named in the decision, and the stored record is the baseline again.
     files["production"].write_text("{not json")
-    gate.python_func(teacher=Artifact(uri=str(files["teacher"])), student=Artifact(uri=str(files["student"])),
-                     production=Artifact(uri=str(files["production"])), gate={}, model_name=name, decision=out,
-                     report=HTML(uri=str(tmp_path / "report.html")), metrics=Metrics(uri=str(tmp_path / "m")))
+    gate.python_func(
+        teacher=Artifact(uri=str(files["teacher"])),
+        student=Artifact(uri=str(files["student"])),
+        production=Artifact(uri=str(files["production"])),
+        gate={},
+        model_name=name,
+        decision=out,
+        report=HTML(uri=str(tmp_path / "report.html")),
+        metrics=Metrics(uri=str(tmp_path / "m")),
+    )
     d = json.loads((tmp_path / "decision.json").read_text())
     assert d["production"]["measured"].startswith("stored record")
     assert "benchmark result unreadable" in d["production"]["not_measured"]
 
 
-def test_corrupt_champion_in_the_registry_fails_the_step_naming_the_file(seaweed, tmp_path, tiny_artifact,
-                                                                        clinc_slice, capsys):
+def test_corrupt_champion_in_the_registry_fails_the_step_naming_the_file(
+    seaweed, tmp_path, tiny_artifact, clinc_slice, capsys
+):
     from shrink.champion import fetch_production
     from shrink.errors import ShrinkError
 

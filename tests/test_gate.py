@@ -133,9 +133,7 @@ def test_relative_goal_is_resolved_against_this_runs_teacher():
 def test_class_regression_checks_every_class():
     teacher = record("teacher", per_class={"balance": 0.9, "oos": 0.6, "transfer": 0.95, "weather": 1.0})
     fine = record("fine", per_class={"balance": 0.85, "oos": 0.55, "transfer": 0.9, "weather": 0.95})
-    broken = record(
-        "broken", acc=0.95, per_class={"balance": 1.0, "oos": 0.45, "transfer": 1.0, "weather": 1.0}
-    )
+    broken = record("broken", acc=0.95, per_class={"balance": 1.0, "oos": 0.45, "transfer": 1.0, "weather": 1.0})
     d = decide(
         [teacher, fine, broken],
         cfg(g("class_accuracy", HIGH, "max_degradation", 0.10, "teacher", name="max_class_regression")),
@@ -153,8 +151,9 @@ def test_class_regression_fails_a_class_only_beyond_its_sampling_noise():
     support = {"balance": 30, "oos": 1000, "transfer": 30, "weather": 30}
 
     def rec(name, **per_class):
-        r = record(name, per_class={"balance": 28 / 30, "oos": 0.6, "transfer": 28 / 30, "weather": 28 / 30,
-                                    **per_class})
+        r = record(
+            name, per_class={"balance": 28 / 30, "oos": 0.6, "transfer": 28 / 30, "weather": 28 / 30, **per_class}
+        )
         r["accuracy"]["per_class_support"] = support
         return r
 

@@ -122,8 +122,10 @@ def test_prepare_data_runs_in_its_image(client, tmp_path, slice_config):
     assert (out / "train").is_dir(), "save_to_disk output missing"
 
 
-@pytest.mark.skipif(not os.environ.get("SHRINK_DOCKER_DAG"), reason="the DAG in containers takes ~20 min under vfs: "
-                    "SHRINK_DOCKER_DAG=1 (make bench sets it)")
+@pytest.mark.skipif(
+    not os.environ.get("SHRINK_DOCKER_DAG"),
+    reason="the DAG in containers takes ~20 min under vfs: SHRINK_DOCKER_DAG=1 (make bench sets it)",
+)
 def test_dag_in_containers_decides_as_in_subprocesses(client, tmp_path, seaweed, tiny_model_dir, clinc_dir):
     """tests/test_pipeline_local.py's tiny DAG: SubprocessRunner, then DockerRunner on the same cache.
 
@@ -144,8 +146,9 @@ def test_dag_in_containers_decides_as_in_subprocesses(client, tmp_path, seaweed,
     dock = run_local(cfg, run_id="docker", results_dir=results, state_dir=state, runner="docker")
 
     def passing(summary):
-        return {c["name"]: round(c["summary"]["accuracy"], 6) for c in summary["decision"]["candidates"]
-                if c.get("passed")}
+        return {
+            c["name"]: round(c["summary"]["accuracy"], 6) for c in summary["decision"]["candidates"] if c.get("passed")
+        }
 
     assert passing(dock) == passing(sub)
     print(f"chosen: subprocess {sub['chosen']!r}, docker {dock['chosen']!r}")

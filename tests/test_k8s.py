@@ -108,7 +108,9 @@ class _Response:
 
 def test_schema_checker_catches_mistakes():
     bad = {
-        "apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"nmae": "x"},
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": {"nmae": "x"},
         "automountServiceAccountToken": "yes",
     }
     errors = unknown_fields(bad, "V1ServiceAccount")
@@ -148,15 +150,42 @@ def test_builtin_objects_match_the_kubernetes_api(objects):
 
 # The fields of KServe's ServingRuntimeSpec / InferenceService used here (serving.kserve.io, v0.13+).
 SERVING_RUNTIME_SPEC = {
-    "supportedModelFormats", "multiModel", "disabled", "protocolVersions", "containers", "volumes",
-    "nodeSelector", "affinity", "tolerations", "labels", "annotations", "imagePullSecrets", "builtInAdapter",
+    "supportedModelFormats",
+    "multiModel",
+    "disabled",
+    "protocolVersions",
+    "containers",
+    "volumes",
+    "nodeSelector",
+    "affinity",
+    "tolerations",
+    "labels",
+    "annotations",
+    "imagePullSecrets",
+    "builtInAdapter",
     "replicas",
-    "grpcEndpoint", "grpcDataEndpoint", "httpDataEndpoint", "storageHelper", "hostIPC", "workerSpec",
+    "grpcEndpoint",
+    "grpcDataEndpoint",
+    "httpDataEndpoint",
+    "storageHelper",
+    "hostIPC",
+    "workerSpec",
 }
 MODEL_FORMAT = {"name", "version", "autoSelect", "priority"}
 COMPONENT_EXTENSION = {
-    "minReplicas", "maxReplicas", "scaleTarget", "scaleMetric", "scaleMetricType", "containerConcurrency",
-    "timeout", "canaryTrafficPercent", "logger", "batcher", "labels", "annotations", "deploymentStrategy",
+    "minReplicas",
+    "maxReplicas",
+    "scaleTarget",
+    "scaleMetric",
+    "scaleMetricType",
+    "containerConcurrency",
+    "timeout",
+    "canaryTrafficPercent",
+    "logger",
+    "batcher",
+    "labels",
+    "annotations",
+    "deploymentStrategy",
     "autoScaling",
 }
 MODEL_SPEC = {"modelFormat", "runtime", "storageUri", "protocolVersion", "storage"}
@@ -292,11 +321,11 @@ def test_pipeline_account_has_least_privilege(objects):
     assert [r["resourceNames"] for r in secret_rules] == [[object_store.S3_SECRET]]
     binding = _get(objects, "RoleBinding", PIPELINE_SERVICE_ACCOUNT)
     assert binding["roleRef"] == {
-        "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role["metadata"]["name"]
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": role["metadata"]["name"],
     }
-    assert binding["subjects"] == [
-        {"kind": "ServiceAccount", "name": PIPELINE_SERVICE_ACCOUNT, "namespace": NAMESPACE}
-    ]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": PIPELINE_SERVICE_ACCOUNT, "namespace": NAMESPACE}]
 
 
 def test_production_overlay_differs_only_in_credentials(objects, tmp_path):
@@ -308,8 +337,7 @@ def test_production_overlay_differs_only_in_credentials(objects, tmp_path):
 
     def without_secret_data(objs):
         return sorted(
-            yaml.safe_dump({k: v for k, v in o.items() if not (o["kind"] == "Secret" and k == "data")})
-            for o in objs
+            yaml.safe_dump({k: v for k, v in o.items() if not (o["kind"] == "Secret" and k == "data")}) for o in objs
         )
 
     assert without_secret_data(production) == without_secret_data(objects)

@@ -51,8 +51,12 @@ def test_runtime_settings_are_what_the_session_runs(tmp_path, exported):
 
     runtime = RuntimeConfig(intra_op_threads=2, inter_op_threads=1, graph_optimization_level="basic")
     meta = optimize_onnx(exported, tmp_path / "opt", QuantizeConfig(runtime=runtime))
-    assert meta.runtime == {"intra_op_threads": 2, "inter_op_threads": 1, "graph_optimization_level": "basic",
-                            "execution_provider": "CPUExecutionProvider"}
+    assert meta.runtime == {
+        "intra_op_threads": 2,
+        "inter_op_threads": 1,
+        "graph_optimization_level": "basic",
+        "execution_provider": "CPUExecutionProvider",
+    }
     opts = open_classifier(tmp_path / "opt").session.get_session_options()
     assert opts.intra_op_num_threads == 2
     assert str(opts.graph_optimization_level).endswith("ORT_ENABLE_BASIC")
@@ -90,10 +94,23 @@ def test_missing_fusion_is_a_recorded_warning(tmp_path, minilm_dir, test_texts):
     from shrink.models import load_tokenizer, save_classifier
     from shrink.onnx_export import export_onnx, optimize_onnx
 
-    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=64, hidden_act="relu", num_labels=3)
-    save_classifier(BertForSequenceClassification(config).eval(), load_tokenizer(minilm_dir), tmp_path / "relu",
-                    label_names=["a", "b", "c"], technique="test")
+    config = BertConfig(
+        vocab_size=30522,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        hidden_act="relu",
+        num_labels=3,
+    )
+    save_classifier(
+        BertForSequenceClassification(config).eval(),
+        load_tokenizer(minilm_dir),
+        tmp_path / "relu",
+        label_names=["a", "b", "c"],
+        technique="test",
+    )
     export_onnx(tmp_path / "relu", tmp_path / "onnx", QuantizeConfig(), test_texts[:8])
     optimize_onnx(tmp_path / "onnx", tmp_path / "opt", QuantizeConfig())
     meta = read_meta(tmp_path / "opt")
@@ -121,8 +138,9 @@ def test_artifact_without_classifier_architecture_is_refused(tmp_path, trained, 
     config = json.loads((tmp_path / "enc" / "config.json").read_text())
     config["architectures"] = ["BertModel"]
     (tmp_path / "enc" / "config.json").write_text(json.dumps(config))
-    write_artifact(tmp_path / "enc", format="pytorch", precision="fp32", label_names=meta.label_names,
-                   technique="fine-tune")
+    write_artifact(
+        tmp_path / "enc", format="pytorch", precision="fp32", label_names=meta.label_names, technique="fine-tune"
+    )
     with pytest.raises(ShrinkError, match=r"config.json: not a sequence classifier"):
         export_onnx(tmp_path / "enc", tmp_path / "x", QuantizeConfig(), test_texts[:4])
 
@@ -143,8 +161,14 @@ def test_corrupt_onnx_file(tmp_path, exported):
     meta = read_meta(exported)
     shutil.copytree(exported, tmp_path / "bad")
     (tmp_path / "bad" / "model.onnx").write_bytes(b"\x08\x07garbage, not a protobuf" * 10)
-    write_artifact(tmp_path / "bad", format="onnx", precision="fp32", label_names=meta.label_names,
-                   technique="onnx-export", extra=meta.extra)
+    write_artifact(
+        tmp_path / "bad",
+        format="onnx",
+        precision="fp32",
+        label_names=meta.label_names,
+        technique="onnx-export",
+        extra=meta.extra,
+    )
     with pytest.raises(ShrinkError, match=r"model.onnx: not a valid ONNX model"):
         optimize_onnx(tmp_path / "bad", tmp_path / "x", QuantizeConfig())
     # A file damaged after sealing is caught by its hash before anything parses it.

@@ -74,7 +74,8 @@ def test_compiled_ir_loads_back_and_places_every_task(tmp_path):
     tasks = pipeline_spec["root"]["dag"]["tasks"]
     champ = tasks["benchmark-production"]
     assert tasks["gate"]["inputs"]["artifacts"]["production"]["taskOutputArtifact"]["producerTask"] == (
-        "benchmark-production")
+        "benchmark-production"
+    )
     candidates = [n for n, t in tasks.items() if re.fullmatch(r"comp-benchmark(-\d+)?", t["componentRef"]["name"])]
     waited_on = {d for n in candidates for d in tasks[n].get("dependentTasks", [])}
     last = [n for n in candidates if n not in waited_on]
@@ -101,8 +102,11 @@ def test_structured_pruning_takes_the_onnx_int8_path_to_the_gate(tmp_path):
     def producer(task: dict, name: str) -> str:
         return task["inputs"]["artifacts"][name]["taskOutputArtifact"]["producerTask"]
 
-    onnx = [n for n, t in tasks.items() if t["componentRef"]["name"].startswith("comp-export-onnx")
-            and producer(t, "model") == "prune-structured"]
+    onnx = [
+        n
+        for n, t in tasks.items()
+        if t["componentRef"]["name"].startswith("comp-export-onnx") and producer(t, "model") == "prune-structured"
+    ]
     assert len(onnx) == 1
     gate_inputs = tasks["gate"]["inputs"]["artifacts"]
     assert {"pruned_movement", "pruned_structured", "pruned_structured_int8"} <= set(gate_inputs)

@@ -32,8 +32,13 @@ def config(clinc_dir, tiny_model_dir) -> PipelineConfig:
             "benchmark": {"warmup": 5, "latency_samples": 50, "batch_sizes": [8], "bootstrap_resamples": 100},
             "gate": {
                 "slos": [
-                    {"metric": "accuracy", "direction": "higher_is_better", "kind": "max_degradation",
-                     "value": 0.15, "baseline": "teacher"},
+                    {
+                        "metric": "accuracy",
+                        "direction": "higher_is_better",
+                        "kind": "max_degradation",
+                        "value": 0.15,
+                        "baseline": "teacher",
+                    },
                     {"metric": "p95_latency_ms", "direction": "lower_is_better", "kind": "threshold", "value": 5000.0},
                 ],
                 "max_majority_fraction": 0.6,
@@ -58,8 +63,15 @@ def test_dag_ends_in_a_decision_and_report(run):
     assert (latest / "report.html").read_text().count("<img") >= 1
     decision = json.loads((latest / "decision.json").read_text())
     names = {c["name"] for c in decision["candidates"]}
-    assert {"teacher", "student", "torch_int8", "onnx_fp32", "onnx_optimized", "ort_int8_dynamic",
-            "ort_int8_static"} <= names
+    assert {
+        "teacher",
+        "student",
+        "torch_int8",
+        "onnx_fp32",
+        "onnx_optimized",
+        "ort_int8_dynamic",
+        "ort_int8_static",
+    } <= names
     assert summary["chosen"], f"nothing promoted: {decision.get('reason')}"
     assert decision["chosen"] == summary["chosen"]
 

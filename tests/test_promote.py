@@ -23,9 +23,7 @@ def fragile_client():
         "s3",
         endpoint_url=os.environ["AWS_ENDPOINT_URL_S3"],
         region_name="us-east-1",
-        config=Config(
-            retries={"max_attempts": 1}, connect_timeout=2, read_timeout=10, s3={"addressing_style": "path"}
-        ),
+        config=Config(retries={"max_attempts": 1}, connect_timeout=2, read_timeout=10, s3={"addressing_style": "path"}),
     )
 
 
@@ -58,9 +56,7 @@ def test_promote_publishes_verified_version_card_and_manifest(seaweed, tmp_path)
     card = json.loads((local / "model-card.json").read_text())
     assert card["candidate"] == "ort_int8_dynamic" and card["content_hash"] == meta.content_hash()
     assert card["metrics"]["latency_ms"]["p95"] == 6.0 and card["hardware"]["fingerprint"] == "hw-a"
-    assert (
-        card["data"]["fingerprint"] == "data-1" and card["lineage"][-1]["technique"] == "ort-quantize-dynamic"
-    )
+    assert card["data"]["fingerprint"] == "data-1" and card["lineage"][-1]["technique"] == "ort-quantize-dynamic"
     assert {c["slo"] for c in card["slos"]} >= {"collapse", "no_accuracy_loss_vs_production"}
     assert "## SLOs" in (local / "MODEL_CARD.md").read_text()
     assert json.loads((local / "benchmark.json").read_text())["candidate"] == "ort_int8_dynamic"
@@ -226,13 +222,9 @@ def test_gate_and_promote_components_end_to_end(seaweed, tmp_path):
     bench = tmp_path / "bench"
     bench.mkdir()
     (bench / "teacher.json").write_text(json.dumps(record("teacher", p95=10.0)))
-    (bench / "student.json").write_text(
-        json.dumps(record("student", p95=4.0, content_hash=meta.content_hash()))
-    )
+    (bench / "student.json").write_text(json.dumps(record("student", p95=4.0, content_hash=meta.content_hash())))
     gate_cfg = {
-        "slos": [
-            {"metric": "p95_latency_ms", "direction": "lower_is_better", "kind": "threshold", "value": 5.0}
-        ]
+        "slos": [{"metric": "p95_latency_ms", "direction": "lower_is_better", "kind": "threshold", "value": 5.0}]
     }
     decision = Artifact(uri=str(tmp_path / "decision.json"))
     chosen = gate.python_func(

@@ -231,10 +231,7 @@ def test_sparse_artifact_is_smaller_and_loads_identical_in_a_fresh_process(magni
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(dense))
     stored = sum(model_files(tmp_path / "pruned", read_meta(tmp_path / "pruned")).values())
     assert stored == meta.metrics["weights_bytes"] < 0.95 * dense.stat().st_size
-    assert (
-        not list((tmp_path / "pruned").glob("*.bin"))
-        and not (tmp_path / "pruned" / "model.safetensors").exists()
-    )
+    assert not list((tmp_path / "pruned").glob("*.bin")) and not (tmp_path / "pruned" / "model.safetensors").exists()
 
     texts = ["what is my bank balance", "play some jazz", "how long do i boil an egg"]
     script = (
@@ -389,9 +386,7 @@ def test_model_without_linear_layers_is_refused():
     from shrink.prune import prunable_weights
 
     model = BertForSequenceClassification(
-        BertConfig(
-            vocab_size=50, hidden_size=16, num_hidden_layers=0, num_attention_heads=2, intermediate_size=8
-        )
+        BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=0, num_attention_heads=2, intermediate_size=8)
     )
     with pytest.raises(ShrinkError, match="no Linear layers to prune"):
         prunable_weights(model)
@@ -440,8 +435,15 @@ def _structured_onnx(inputs, tmp_path, heads):
     model = fresh(inputs)
     remove_heads_and_neurons(model, heads, [list(range(0, 128, 2))] * 4)
     save_pruned(
-        model, inputs[1], tmp_path / "s", small_cfg(), label_names=inputs[3].label_names,
-        technique="prune-structured", settings={"max_length": 32}, parent=inputs[2], metrics={},
+        model,
+        inputs[1],
+        tmp_path / "s",
+        small_cfg(),
+        label_names=inputs[3].label_names,
+        technique="prune-structured",
+        settings={"max_length": 32},
+        parent=inputs[2],
+        metrics={},
     )
     return export_onnx(tmp_path / "s", tmp_path / "onnx", QuantizeConfig(), STRUCTURED_TEXTS)
 

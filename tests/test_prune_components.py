@@ -75,11 +75,7 @@ def test_prune_component_writes_a_sparse_artifact(clinc_slice, student_artifact,
     assert (tmp_path / "pruned" / "prune.yaml").is_file()
 
     clf = open_classifier(pruned.path)
-    encoder = [
-        p
-        for n, p in clf.module.named_parameters()
-        if ".encoder." in n and n.endswith("weight") and p.ndim == 2
-    ]
+    encoder = [p for n, p in clf.module.named_parameters() if ".encoder." in n and n.endswith("weight") and p.ndim == 2]
     zeros = sum(int((p == 0).sum()) for p in encoder)
     assert zeros == round(0.8 * sum(p.numel() for p in encoder))
     assert len(clf.predict(["what is my balance"])) == 1
@@ -130,8 +126,6 @@ def test_prune_component_bad_input_is_one_line_and_exit_1(clinc_slice, student_a
         prune.python_func(prune={**prune_section(), "target_sparsity": 1.0}, method="magnitude", **args)
     assert "prune.target_sparsity: must be in [0, 1)" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        prune.python_func(
-            prune=prune_section(schedule_start=20, schedule_steps=20), method="magnitude", **args
-        )
+        prune.python_func(prune=prune_section(schedule_start=20, schedule_steps=20), method="magnitude", **args)
     assert "longer than the 28 training steps" in capsys.readouterr().err
     assert not (tmp_path / "p").exists()

@@ -177,8 +177,9 @@ def test_histogram_calibration(tmp_path, exported, clinc_slice):
     assert meta.metrics["agreement_with_fp32"] >= 0.95
 
 
-def test_every_artifact_runs_in_a_new_process(trained, exported, optimized, torch_int8, ort_dynamic, ort_static,
-                                              test_texts):
+def test_every_artifact_runs_in_a_new_process(
+    trained, exported, optimized, torch_int8, ort_dynamic, ort_static, test_texts
+):
     """Load each artifact from its directory alone, in a fresh interpreter, and get the same predictions."""
     dirs = [trained, exported, optimized, torch_int8, ort_dynamic, ort_static]
     texts = test_texts[:16]
@@ -188,8 +189,13 @@ def test_every_artifact_runs_in_a_new_process(trained, exported, optimized, torc
         "texts = json.loads(sys.argv[1])\n"
         "print(json.dumps({d: open_classifier(d).predict(texts).tolist() for d in sys.argv[2:]}))\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code, json.dumps(texts), *map(str, dirs)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(texts), *map(str, dirs)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     fresh = json.loads(proc.stdout.strip().splitlines()[-1])
     for d in dirs:
@@ -212,8 +218,14 @@ def test_already_quantized_models_are_refused(tmp_path, torch_int8, ort_dynamic,
     # Mislabelled as FP32: the quantized operators in the graph still give it away.
     meta = read_meta(ort_dynamic)
     shutil.copytree(ort_dynamic, tmp_path / "lying")
-    write_artifact(tmp_path / "lying", format="onnx", precision="fp32", label_names=meta.label_names,
-                   technique="onnx-export", extra=meta.extra)
+    write_artifact(
+        tmp_path / "lying",
+        format="onnx",
+        precision="fp32",
+        label_names=meta.label_names,
+        technique="onnx-export",
+        extra=meta.extra,
+    )
     with pytest.raises(ShrinkError, match=r"already quantized to INT8 \(holds .*QAttention"):
         quantize_ort_dynamic(tmp_path / "lying", tmp_path / "d", QuantizeConfig())
 

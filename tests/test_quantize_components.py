@@ -13,8 +13,13 @@ from components.quantize_torch.component import quantize_torch
 from shrink.artifact import read_meta
 from tests.factories import trained_artifact
 
-QUANTIZE = {"opset": 17, "per_channel": True, "parity_samples": 64, "calibration_samples": 32,
-            "runtime": {"intra_op_threads": 1, "inter_op_threads": 1}}
+QUANTIZE = {
+    "opset": 17,
+    "per_channel": True,
+    "parity_samples": 64,
+    "calibration_samples": 32,
+    "runtime": {"intra_op_threads": 1, "inter_op_threads": 1},
+}
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +62,13 @@ def test_component_outputs_and_lineage(chain, name, parent, technique, fmt, prec
     artifact = out[name]
     meta = read_meta(artifact.path)
     assert (meta.technique, meta.format, meta.precision) == (technique, fmt, precision)
-    assert artifact.metadata == {**artifact.metadata, "format": fmt, "precision": precision, "technique": technique,
-                                 "content_hash": meta.content_hash()}
+    assert artifact.metadata == {
+        **artifact.metadata,
+        "format": fmt,
+        "precision": precision,
+        "technique": technique,
+        "content_hash": meta.content_hash(),
+    }
     parent_artifact = source if parent is None else out[parent]
     assert meta.parent["content_hash"] == read_meta(parent_artifact.path).content_hash()
     assert meta.parent["uri"] == parent_artifact.uri
@@ -81,8 +91,12 @@ def test_component_metrics(chain):
 
 def test_bad_config_exits_with_one_line(tmp_path, trained, capsys):
     with pytest.raises(SystemExit) as exc:
-        quantize_torch.python_func(model=Model(uri=str(trained)), quantize={"opset": 16},
-                                   out=Model(uri=str(tmp_path / "o")), metrics=Metrics(uri=str(tmp_path / "m")))
+        quantize_torch.python_func(
+            model=Model(uri=str(trained)),
+            quantize={"opset": 16},
+            out=Model(uri=str(tmp_path / "o")),
+            metrics=Metrics(uri=str(tmp_path / "m")),
+        )
     assert exc.value.code == 3  # shrink.kfp_io.EXIT_EXPECTED: a ShrinkError
     assert "error: quantize.opset: 16 is too old" in capsys.readouterr().err
 
@@ -90,9 +104,13 @@ def test_bad_config_exits_with_one_line(tmp_path, trained, capsys):
 def test_wrong_input_exits_with_one_line(tmp_path, chain, clinc_slice, capsys):
     _, out, _ = chain
     with pytest.raises(SystemExit) as exc:
-        quantize_ort_static.python_func(model=out["dynamic"], dataset=Dataset(uri=str(clinc_slice)),
-                                        quantize=QUANTIZE, out=Model(uri=str(tmp_path / "o")),
-                                        metrics=Metrics(uri=str(tmp_path / "m")))
+        quantize_ort_static.python_func(
+            model=out["dynamic"],
+            dataset=Dataset(uri=str(clinc_slice)),
+            quantize=QUANTIZE,
+            out=Model(uri=str(tmp_path / "o")),
+            metrics=Metrics(uri=str(tmp_path / "m")),
+        )
     assert exc.value.code == 3  # shrink.kfp_io.EXIT_EXPECTED: a ShrinkError
     err = capsys.readouterr().err
     assert "already quantized to INT8" in err and "Traceback" not in err

@@ -82,9 +82,7 @@ def test_report_escapes_candidate_names(tmp_path):
 
 
 def test_plot_without_valid_records_still_renders():
-    decision = decide(
-        [{"candidate": "teacher", "error": "missing"}], gate_config({"compare_to_production": False})
-    )
+    decision = decide([{"candidate": "teacher", "error": "missing"}], gate_config({"compare_to_production": False}))
     assert plot_png(decision).startswith(PNG_MAGIC)
 
 

@@ -70,9 +70,7 @@ def test_typo_key_names_file_and_key(tmp_path):
 
 def test_unknown_metric_lists_the_known_ones(tmp_path):
     path = write(tmp_path, {"slos": [goal(metric="p95_latency")]})
-    with pytest.raises(
-        ShrinkError, match=r"slos\[0\]\.metric: 'p95_latency' is not one of .*'p95_latency_ms'"
-    ):
+    with pytest.raises(ShrinkError, match=r"slos\[0\]\.metric: 'p95_latency' is not one of .*'p95_latency_ms'"):
         load_gate_config(path)
 
 

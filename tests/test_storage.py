@@ -46,12 +46,8 @@ def test_missing_bucket_and_key_are_named(seaweed, tmp_path):
 
 def test_dataset_from_s3(seaweed, tmp_path, clinc_dir):
     s3 = storage.client()
-    s3.upload_file(
-        str(clinc_dir / "data_oos_plus.json"), "shrink-test", "datasets/clinc150/data_oos_plus.json"
-    )
-    dd = load_dataset(
-        DataConfig(source="s3://shrink-test/datasets/clinc150/data_oos_plus.json", max_per_class=5)
-    )
+    s3.upload_file(str(clinc_dir / "data_oos_plus.json"), "shrink-test", "datasets/clinc150/data_oos_plus.json")
+    dd = load_dataset(DataConfig(source="s3://shrink-test/datasets/clinc150/data_oos_plus.json", max_per_class=5))
     assert len(dd["train"].features["label"].names) == 151
     dd2 = load_dataset(DataConfig(source="s3://shrink-test/datasets/clinc150/", max_per_class=5))
     assert dd2["test"]["text"] == dd["test"]["text"]

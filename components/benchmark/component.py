@@ -42,16 +42,18 @@ def benchmark(
         for name, value in flat_metrics(record).items():
             metrics.log_metric(name, value)
         confusion.log_confusion_matrix(run.label_names, run.confusion)
-        result.metadata.update({
-            "schema": record["schema"],
-            "candidate": candidate,
-            "content_hash": record["artifact"]["content_hash"],
-            "format": record["artifact"]["format"],
-            "precision": record["artifact"]["precision"],
-            "accuracy": record["accuracy"]["accuracy"],
-            "p50_ms": record["latency_ms"]["p50"],
-            "p95_ms": record["latency_ms"]["p95"],
-            "size_mb": record["size"]["model_mb"],
-            "peak_rss_mb": record["memory"]["peak_rss_mb"],
-            "hardware_fingerprint": record["hardware"]["fingerprint"],
-        })
+        result.metadata.update(
+            {
+                "schema": record["schema"],
+                "candidate": candidate,
+                "content_hash": record["artifact"]["content_hash"],
+                "format": record["artifact"]["format"],
+                "precision": record["artifact"]["precision"],
+                "accuracy": record["accuracy"]["accuracy"],
+                "p50_ms": record["latency_ms"]["p50"],
+                "p95_ms": record["latency_ms"]["p95"],
+                "size_mb": record["size"]["model_mb"],
+                "peak_rss_mb": record["memory"]["peak_rss_mb"],
+                "hardware_fingerprint": record["hardware"]["fingerprint"],
+            }
+        )

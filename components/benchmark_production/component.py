@@ -42,12 +42,18 @@ def benchmark_production(
             record = {"candidate": CANDIDATE, "absent": "gate.compare_to_production is off or no model_name"}
         else:
             with tempfile.TemporaryDirectory(prefix="shrink-champion-") as tmp:
-                record = measure_production(name, cfg.registry_uri, dataset.path,
-                                            from_dict(BenchmarkConfig, benchmark, "benchmark"), Path(tmp) / "model")
+                record = measure_production(
+                    name,
+                    cfg.registry_uri,
+                    dataset.path,
+                    from_dict(BenchmarkConfig, benchmark, "benchmark"),
+                    Path(tmp) / "model",
+                )
         write_record(record, result.path)
         result.metadata.update({"candidate": CANDIDATE, "absent": record.get("absent", "")})
         if not record.get("absent"):
-            result.metadata.update({"version": record["production"]["version"],
-                                    "content_hash": record["artifact"]["content_hash"]})
+            result.metadata.update(
+                {"version": record["production"]["version"], "content_hash": record["artifact"]["content_hash"]}
+            )
             for key, value in flat_metrics(record).items():
                 metrics.log_metric(key, value)

@@ -45,17 +45,25 @@ def gate(  # noqa: D417 - the candidate inputs are described once, together
     Returns:
         The chosen candidate's name, or "" when no candidate meets every SLO.
     """
-    candidates = {k: v for k, v in locals().items() if k not in ("decision", "report", "metrics", "production",
-                                                                  "gate", "model_name")}
+    candidates = {
+        k: v
+        for k, v in locals().items()
+        if k not in ("decision", "report", "metrics", "production", "gate", "model_name")
+    }
     from shrink.kfp_io import component_main
 
     with component_main("gate", metrics):
         from shrink.gate import run_gate
         from shrink.slo import gate_config
 
-        result = run_gate({name: a.path for name, a in candidates.items() if a is not None},
-                          production.path if production is not None else None,
-                          gate_config(gate, "gate"), model_name, decision.path, report.path)
+        result = run_gate(
+            {name: a.path for name, a in candidates.items() if a is not None},
+            production.path if production is not None else None,
+            gate_config(gate, "gate"),
+            model_name,
+            decision.path,
+            report.path,
+        )
         decision.metadata.update(result.metadata)
         for key, value in result.metrics.items():
             metrics.log_metric(key, value)

@@ -45,7 +45,12 @@ def promote(  # noqa: D417 - the candidate inputs are described once, together
         from shrink.promote import promote_chosen
         from shrink.slo import gate_config
 
-        result = promote_chosen(decision.path, {name: m.path for name, m in candidates.items() if m is not None},
-                                gate_config(gate, "gate"), model_name, promoted.path)
+        result = promote_chosen(
+            decision.path,
+            {name: m.path for name, m in candidates.items() if m is not None},
+            gate_config(gate, "gate"),
+            model_name,
+            promoted.path,
+        )
         promoted.metadata.update(result.metadata)
         return result.uri
