@@ -403,7 +403,7 @@ def agreement(model: Path, texts: list[str], reference: list[str], args, work: P
 
 def hot_swap(model: Path, swap_to: Path | None, texts: list[str], args, work: Path) -> dict:
     """Serve the alias in a fresh SeaweedFS; promote a second version half way through a c=32 run."""
-    from shrink.artifact import read_meta, write_artifact
+    from shrink.artifact import read_meta, reseal
     from shrink.promote import alias_uri, promote
     from shrink.slo import gate_config
     from shrink.storage import SeaweedServer
@@ -422,17 +422,7 @@ def hot_swap(model: Path, swap_to: Path | None, texts: list[str], args, work: Pa
             shutil.rmtree(swap_to, ignore_errors=True)
             shutil.copytree(model, swap_to)
             (swap_to / "swap-marker.txt").write_text("a second version for the hot-swap run\n")
-            meta = read_meta(model)
-            write_artifact(
-                swap_to,
-                format=meta.format,
-                precision=meta.precision,
-                label_names=meta.label_names,
-                technique=meta.technique,
-                settings=meta.settings,
-                runtime=meta.runtime,
-                extra=meta.extra,
-            )
+            reseal(swap_to, like=read_meta(model))
 
         def publish(artifact: Path, candidate: str, current: str | None) -> dict:
             meta = read_meta(artifact)

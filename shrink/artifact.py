@@ -156,6 +156,25 @@ def write_artifact(
     return meta
 
 
+def reseal(directory: str | Path, like: ArtifactMeta) -> ArtifactMeta:
+    """Seal ``directory`` again, after files in it changed, as an artifact of ``like``'s kind.
+
+    Format, precision, labels, technique, settings, runtime and extra are ``like``'s; the
+    hashes (and so the content hash) are the directory's now. For a second version of the
+    same model (a hot-swap rehearsal) or a deliberately broken copy in a test.
+    """
+    return write_artifact(
+        directory,
+        format=like.format,
+        precision=like.precision,
+        label_names=like.label_names,
+        technique=like.technique,
+        settings=like.settings,
+        runtime=like.runtime,
+        extra=like.extra,
+    )
+
+
 def read_meta(directory: str | Path, verify: bool = True) -> ArtifactMeta:
     """Read ``shrink.json`` and, by default, check every file against its recorded sha256.
 

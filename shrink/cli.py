@@ -26,8 +26,9 @@ from shrink.errors import ShrinkError
 def _config(args, local: bool = False):
     """The config, read through the guarded reader, and everything it alone decides checked (shrink/preflight.py)."""
     from shrink import preflight
+    from shrink.config import load_pipeline_config
 
-    cfg = preflight.load_config(args.config)
+    cfg = load_pipeline_config(args.config)
     preflight.check(cfg, args.config, local=local)
     return cfg
 
@@ -56,10 +57,10 @@ def cmd_store(args) -> int:
 def cmd_data(args) -> int:
     """`shrink data`: load the configured data and print what a run would see."""
     from shrink import storage
+    from shrink.config import load_pipeline_config
     from shrink.data import describe, load_dataset
-    from shrink.preflight import load_config
 
-    cfg = load_config(args.config)
+    cfg = load_pipeline_config(args.config)
     storage.load_local_env(args.state_dir)  # as `run` does: an s3:// source reaches the local store
     info = describe(load_dataset(cfg.data), cfg.data.source)
     counts = " / ".join(f"{info.counts[s]:,} {s}" for s in ("train", "validation", "test"))

@@ -45,10 +45,10 @@ def read_yaml(path: str | Path, what: str = "config file") -> dict[str, Any]:
     mapping, got ...``.
     """
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():  # a folder, permissions, encoding: the guarded reader's one-line errors
         raise ShrinkError(f"{path}: {what} not found")
     # The guarded reader: encoding, permissions and duplicate keys are one line naming the file.
-    data = files.read_yaml(path, "YAML") or {}
+    data = files.parse_yaml(files.read_text(path, what), path, "YAML") or {}
     if not isinstance(data, dict):
         raise ShrinkError(f"{path}: expected a mapping, got {type(data).__name__} {data!r}")
     return data

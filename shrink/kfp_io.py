@@ -68,20 +68,3 @@ def publish_model(meta: Any, model_output: Any, metrics_output: Any) -> None:
     for name, value in meta.metrics.items():
         if isinstance(value, int | float) and not isinstance(value, bool):
             metrics_output.log_metric(name, value)
-
-
-def from_kfp(value: Any) -> Any:
-    """Undo KFP's number widening on a dict parameter: integral floats back to ints, recursively.
-
-    KFP passes dict and list parameters as protobuf Structs, where every number is
-    a double, so ``epochs: 4`` arrives as ``4.0`` and the typed config loader
-    rightly refuses it for an ``int`` field. Float fields accept ints, so turning
-    every integral float back into an int is lossless for config loading.
-    """
-    if isinstance(value, dict):
-        return {k: from_kfp(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [from_kfp(v) for v in value]
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value

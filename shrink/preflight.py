@@ -20,26 +20,6 @@ from shrink.errors import ShrinkError
 _REMOTE = ("s3://", "hf:")
 
 
-def load_config(path: str | Path):
-    """The pipeline config at ``path``, read through the guarded reader first.
-
-    The guarded read turns a config (or the SLO file it names) that is missing, a folder,
-    unreadable, not UTF-8 or with a duplicated key into one line naming it; what remains
-    (types, unknown keys, value rules) is ``shrink.config.load_pipeline_config``'s.
-    """
-    from shrink import files
-    from shrink.config import load_pipeline_config
-
-    path = Path(path)
-    raw = files.read_yaml(path, "config")
-    if isinstance(raw, dict) and isinstance(raw.get("gate"), str):
-        slo = path.parent / raw["gate"]
-        if not slo.exists():
-            raise ShrinkError(f"{path}: gate names the SLO file {slo}, which does not exist")
-        files.read_yaml(slo, "SLO file")
-    return load_pipeline_config(path)
-
-
 def _local(spec: str | None) -> Path | None:
     """``spec`` as a local path, or None for remote references and installed model packages."""
     from shrink.models import MODEL_PACKAGES

@@ -13,6 +13,7 @@ import uuid
 from pathlib import Path
 
 from shrink.artifact import write_artifact
+from shrink.config import PipelineConfig, from_dict
 from shrink.gate import decide
 from shrink.promote import current_production
 from shrink.slo import gate_config
@@ -220,3 +221,43 @@ def decision_for(name, meta, model_name, candidate="ort_int8_dynamic", s3=None, 
 
 def fresh_name():
     return f"test-{uuid.uuid4().hex[:8]}"
+
+
+# --------------------------------------------------------------------------- pipelines
+
+
+DEMO_CONFIG = ROOT / "pipelines" / "configs" / "clinc150.yaml"
+TRAIN = {"epochs": 6, "learning_rate": 3e-3, "batch_size": 16, "max_length": 32, "early_stopping_patience": 0}
+
+
+def tiny_pipeline_config(clinc_dir, tiny_model_dir) -> PipelineConfig:
+    """The tiny DAG's config: run by tests/test_pipeline_local.py, and in containers by tests/test_images.py."""
+    return from_dict(
+        PipelineConfig,
+        {
+            "name": "shrink-test",
+            "model_name": "tiny-intent",
+            "data": {"source": str(clinc_dir), "labels": SLICE_LABELS, "max_per_class": 30, "seed": 0},
+            "teacher": {"base_model": str(tiny_model_dir), "train": TRAIN},
+            "distill": {
+                "student_layers": [0, 2],
+                "train": {**TRAIN, "epochs": 4},
+                "search": {"alpha": [0.5, 1.0], "temperature": [2.0], "learning_rate": [3e-3], "parallelism": 1},
+            },
+            "quantize": {"calibration_samples": 32},
+            "benchmark": {"warmup": 5, "latency_samples": 50, "batch_sizes": [8], "bootstrap_resamples": 100},
+            "gate": {
+                "slos": [
+                    {
+                        "metric": "accuracy",
+                        "direction": "higher_is_better",
+                        "kind": "max_degradation",
+                        "value": 0.15,
+                        "baseline": "teacher",
+                    },
+                    {"metric": "p95_latency_ms", "direction": "lower_is_better", "kind": "threshold", "value": 5000.0},
+                ],
+                "max_majority_fraction": 0.6,
+            },
+        },
+    )

@@ -68,18 +68,22 @@ def test_champion_is_fetched_verified_and_measured_then_used_by_the_gate(seaweed
     for key, rec in (("teacher", teacher), ("student", challenger), ("production", champion)):
         files[key] = tmp_path / f"in-{key}.json"
         files[key].write_text(json.dumps(rec))
-    out = Artifact(uri=str(tmp_path / "decision.json"))
-    gate.python_func(
-        teacher=Artifact(uri=str(files["teacher"])),
-        student=Artifact(uri=str(files["student"])),
-        production=Artifact(uri=str(files["production"])),
-        gate={},
-        model_name=name,
-        decision=out,
-        report=HTML(uri=str(tmp_path / "report.html")),
-        metrics=Metrics(uri=str(tmp_path / "m")),
-    )
-    d = json.loads((tmp_path / "decision.json").read_text())
+
+    def run_gate() -> dict:
+        """The gate component on these three records; its decision."""
+        gate.python_func(
+            teacher=Artifact(uri=str(files["teacher"])),
+            student=Artifact(uri=str(files["student"])),
+            production=Artifact(uri=str(files["production"])),
+            gate={},
+            model_name=name,
+            decision=Artifact(uri=str(tmp_path / "decision.json")),
+            report=HTML(uri=str(tmp_path / "report.html")),
+            metrics=Metrics(uri=str(tmp_path / "m")),
+        )
+        return json.loads((tmp_path / "decision.json").read_text())
+
+    d = run_gate()
     assert d["production"]["version"] == pointer["version"]
     assert d["production"]["measured"] == "in this run, by the benchmark_production step"
     lat = next(
@@ -92,17 +96,7 @@ def test_champion_is_fetched_verified_and_measured_then_used_by_the_gate(seaweed
 
     # An unreadable champion record is named in the decision, and the stored record is the baseline again.
     files["production"].write_text("{not json")
-    gate.python_func(
-        teacher=Artifact(uri=str(files["teacher"])),
-        student=Artifact(uri=str(files["student"])),
-        production=Artifact(uri=str(files["production"])),
-        gate={},
-        model_name=name,
-        decision=out,
-        report=HTML(uri=str(tmp_path / "report.html")),
-        metrics=Metrics(uri=str(tmp_path / "m")),
-    )
-    d = json.loads((tmp_path / "decision.json").read_text())
+    d = run_gate()
     assert d["production"]["measured"].startswith("stored record")
     assert "benchmark result unreadable" in d["production"]["not_measured"]
 

@@ -138,7 +138,7 @@ def test_dag_in_containers_decides_as_in_subprocesses(client, tmp_path, seaweed,
     for step in STEPS:
         _image(client, step)
     from pipelines.local import run_local
-    from tests.test_pipeline_local import config
+    from tests.factories import tiny_pipeline_config as config
 
     cfg = config(clinc_dir, tiny_model_dir)
     state, results = tmp_path / "state", tmp_path / "results"
@@ -147,8 +147,54 @@ def test_dag_in_containers_decides_as_in_subprocesses(client, tmp_path, seaweed,
 
     def passing(summary):
         return {
-            c["name"]: round(c["summary"]["accuracy"], 6) for c in summary["decision"]["candidates"] if c.get("passed")
+            c["name"]: round(c["summary"]["accuracy"], 6)
+            for c in summary["decision"]["candidates"]
+            if c["status"] == "pass"
         }
 
+    assert passing(sub), "no candidate passed in the subprocess run: nothing to compare"
     assert passing(dock) == passing(sub)
-    print(f"chosen: subprocess {sub['chosen']!r}, docker {dock['chosen']!r}")
+    # The choice is by p95, timed again in the second run: it must agree when the first run's winner was
+    # clearly ahead (runner-up at least 25% slower); within that margin either choice is honest.
+    p95 = sorted((c["summary"]["p95_ms"], c["name"]) for c in sub["decision"]["candidates"] if c["status"] == "pass")
+    if len(p95) < 2 or p95[1][0] >= 1.25 * p95[0][0]:
+        assert dock["chosen"] == sub["chosen"], f"p95 of the first run: {p95}"
+    else:
+        assert dock["chosen"] in passing(sub)
+
+
+def test_serving_image_answers_health_and_texts(client, exported, test_texts):
+    """The shrink-serve image on an ONNX artifact mounted at /mnt/models, as KServe's storage initializer does."""
+    import time
+    import urllib.request
+
+    from shrink.runtime import open_classifier
+    from shrink.storage import free_port
+
+    ref = image_for("serve", ImagesConfig())
+    if not client.images.list(name=ref):
+        pytest.skip(f"{ref} not built (docker/build.sh serve)")
+    port = free_port()
+    args = ["--model", "/mnt/models", "--host", "127.0.0.1", "--port", str(port), "--name", "intent"]
+    box = client.containers.run(
+        ref, args, network_mode="host", detach=True, volumes={str(exported): {"bind": "/mnt/models", "mode": "ro"}}
+    )
+    try:
+        assert box.exec_run("id -u").output.decode().strip() == "10001"
+        deadline, ready = time.monotonic() + 120, False
+        while not ready and time.monotonic() < deadline:
+            try:
+                ready = urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=2).status == 200
+            except OSError:
+                time.sleep(1)
+        assert ready, box.logs().decode()[-2000:]
+        texts = test_texts[:16]
+        body = json.dumps({"instances": texts}).encode()
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{port}/v1/models/intent:predict", body, {"content-type": "application/json"}
+        )
+        got = [p["label"] for p in json.loads(urllib.request.urlopen(req, timeout=30).read())["predictions"]]
+        clf = open_classifier(exported)
+        assert got == [clf.label_names[i] for i in clf.predict_all(texts)[0]]
+    finally:
+        box.remove(force=True)

@@ -132,3 +132,17 @@ def test_no_import_cycles():
 def test_no_cycle_is_hidden_inside_a_function():
     """A late import may be for speed (torch, kfp), never to break a cycle: the graph with them has none either."""
     assert _cycles(_graph(in_functions=True)) == []
+
+
+def test_no_test_module_imports_another():
+    """Shared builders live in tests/factories.py (fixtures in conftest.py), never in a test module."""
+    offenders = []
+    for path in sorted((ROOT / "tests").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            offenders += [f"{path.name}: {n}" for n in names if n.split(".")[-1].startswith("test_")]
+    assert offenders == []

@@ -10,10 +10,11 @@ from pathlib import Path
 import yaml
 
 from shrink.config import load_pipeline_config
+from tests.factories import DEMO_CONFIG
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT / "tests" / "golden" / "compression.yaml"
-DEMO = ROOT / "pipelines" / "configs" / "clinc150.yaml"
+DEMO = DEMO_CONFIG
 
 
 def _normalise(ir: dict) -> dict:

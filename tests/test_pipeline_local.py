@@ -8,50 +8,14 @@ from pathlib import Path
 import pytest
 
 from shrink import storage
-from shrink.config import PipelineConfig, from_dict
-from tests.factories import SLICE_LABELS
-
-TRAIN = {"epochs": 6, "learning_rate": 3e-3, "batch_size": 16, "max_length": 32, "early_stopping_patience": 0}
-
-
-def config(clinc_dir, tiny_model_dir) -> PipelineConfig:
-    """The tiny DAG's config (also run in containers by tests/test_images.py)."""
-    return from_dict(
-        PipelineConfig,
-        {
-            "name": "shrink-test",
-            "model_name": "tiny-intent",
-            "data": {"source": str(clinc_dir), "labels": SLICE_LABELS, "max_per_class": 30, "seed": 0},
-            "teacher": {"base_model": str(tiny_model_dir), "train": TRAIN},
-            "distill": {
-                "student_layers": [0, 2],
-                "train": {**TRAIN, "epochs": 4},
-                "search": {"alpha": [0.5, 1.0], "temperature": [2.0], "learning_rate": [3e-3], "parallelism": 1},
-            },
-            "quantize": {"calibration_samples": 32},
-            "benchmark": {"warmup": 5, "latency_samples": 50, "batch_sizes": [8], "bootstrap_resamples": 100},
-            "gate": {
-                "slos": [
-                    {
-                        "metric": "accuracy",
-                        "direction": "higher_is_better",
-                        "kind": "max_degradation",
-                        "value": 0.15,
-                        "baseline": "teacher",
-                    },
-                    {"metric": "p95_latency_ms", "direction": "lower_is_better", "kind": "threshold", "value": 5000.0},
-                ],
-                "max_majority_fraction": 0.6,
-            },
-        },
-    )
+from tests.factories import SLICE_LABELS, tiny_pipeline_config
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, seaweed, tiny_model_dir, clinc_dir):
     from pipelines.local import run_local
 
-    cfg = config(clinc_dir, tiny_model_dir)
+    cfg = tiny_pipeline_config(clinc_dir, tiny_model_dir)
     tmp = tmp_path_factory.mktemp("run")
     summary = run_local(cfg, run_id="test-run", results_dir=tmp / "results", state_dir=tmp / "state")
     return summary, tmp, cfg

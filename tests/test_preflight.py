@@ -3,8 +3,9 @@
 import pytest
 
 from shrink.cli import main
+from shrink.config import load_pipeline_config as load_config
 from shrink.errors import ShrinkError
-from shrink.preflight import check, load_config, teacher_depth
+from shrink.preflight import check, teacher_depth
 
 BASE = """\
 name: t
@@ -72,7 +73,8 @@ def test_unreadable_configs_and_slo_files_are_one_line(tmp_path, capsys):
     bad = tmp_path / "latin.yaml"
     bad.write_bytes("name: caf\xe9\n".encode("latin-1"))
     assert main(["compile", "--config", str(bad)]) == 1
-    assert capsys.readouterr().err.strip() == f"error: {bad}: not UTF-8 config (byte 0xe9 at line 1); save it as UTF-8"
+    expected = f"error: {bad}: not UTF-8 config file (byte 0xe9 at line 1); save it as UTF-8"
+    assert capsys.readouterr().err.strip() == expected
     assert main(["compile", "--config", str(tmp_path)]) == 1
     assert capsys.readouterr().err.strip() == f"error: {tmp_path}: is a folder, expected a file"
     dup = tmp_path / "dup.yaml"

@@ -327,10 +327,9 @@ def _tampered_copy(src: Path, out: Path) -> Path:
 def test_alias_not_ready_until_promoted_then_hot_swap_under_load_and_bad_versions_keep_serving(
     seaweed, tmp_path, exported, optimized
 ):
-    from test_promote import REGISTRY, decision_for, fresh_name
-
     from shrink.artifact import read_meta
     from shrink.promote import alias_uri, promote
+    from tests.factories import REGISTRY, decision_for, fresh_name
 
     name = fresh_name()
     alias = alias_uri(name, REGISTRY)
@@ -509,7 +508,7 @@ def test_check_servable_accepts_a_pytorch_artifact(tiny_artifact):
 
 
 def test_check_servable_loads_and_answers_through_the_serving_path(tmp_path, exported):
-    from shrink.artifact import read_meta, write_artifact
+    from shrink.artifact import read_meta, reseal
     from shrink.serving import check_servable
 
     check_servable(exported)
@@ -518,25 +517,14 @@ def test_check_servable_loads_and_answers_through_the_serving_path(tmp_path, exp
     broken = tmp_path / "broken"
     shutil.copytree(exported, broken)
     (broken / "model.onnx").write_bytes(b"not an onnx graph")
-    meta = read_meta(exported)
-    write_artifact(
-        broken,
-        format="onnx",
-        precision=meta.precision,
-        label_names=meta.label_names,
-        technique=meta.technique,
-        settings=meta.settings,
-        runtime=meta.runtime,
-        extra=meta.extra,
-    )
+    reseal(broken, like=read_meta(exported))
     with pytest.raises(ShrinkError, match="not servable.*ONNX Runtime cannot load it"):
         check_servable(broken)
 
 
 def test_inference_service_names_the_shrink_runtime_for_every_format(tmp_path):
-    from test_promote import make_artifact
-
     from shrink.serving.manifest import MODEL_FORMATS, RUNTIME, inference_service
+    from tests.factories import make_artifact
 
     for fmt in ("onnx", "pytorch"):
         _, meta = make_artifact(tmp_path / fmt, seed=1, fmt=fmt)

@@ -102,7 +102,7 @@ def test_fingerprint_is_wired_into_the_dag(tmp_path):
 
     from pipelines.compression import compile_pipeline
     from shrink.config import load_pipeline_config
-    from tests.test_pipeline import DEMO
+    from tests.factories import DEMO_CONFIG as DEMO
 
     out = tmp_path / "p.yaml"
     compile_pipeline(load_pipeline_config(DEMO), str(out))

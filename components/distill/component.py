@@ -27,10 +27,10 @@ def distill(
     """
     from shrink.config import DistillConfig, from_dict, parse_trial
     from shrink.distill import distill as run
-    from shrink.kfp_io import component_main, from_kfp
+    from shrink.kfp_io import component_main
 
     with component_main("distill", metrics):
-        cfg = from_dict(DistillConfig, from_kfp(distill), "distill")
+        cfg = from_dict(DistillConfig, distill, "distill")
         alpha, temperature, lr = parse_trial(trial)
         meta = run(cfg, dataset.path, teacher.path, logits.path, student.path, alpha, temperature, lr)
         student.metadata.update(

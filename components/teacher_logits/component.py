@@ -17,11 +17,11 @@ def teacher_logits(dataset: Input[Dataset], teacher: Input[Model], distill: dict
             layers when ``patient_weight`` > 0 (the teacher's [CLS] states are stored for them).
     """
     from shrink.config import DistillConfig, from_dict
-    from shrink.kfp_io import component_main, from_kfp
+    from shrink.kfp_io import component_main
     from shrink.teacher import compute_teacher_logits
 
     with component_main("teacher_logits"):
-        cfg = from_dict(DistillConfig, from_kfp(distill), "distill")
+        cfg = from_dict(DistillConfig, distill, "distill")
         info = compute_teacher_logits(
             teacher.path,
             dataset.path,

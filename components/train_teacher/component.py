@@ -15,11 +15,11 @@ def train_teacher(dataset: Input[Dataset], teacher: dict, model: Output[Model], 
         metrics: Validation and test accuracy, and the training time.
     """
     from shrink.config import TeacherConfig, from_dict
-    from shrink.kfp_io import component_main, from_kfp
+    from shrink.kfp_io import component_main
     from shrink.teacher import train_teacher as run
 
     with component_main("train_teacher", metrics):
-        meta = run(from_dict(TeacherConfig, from_kfp(teacher), "teacher"), dataset.path, model.path)
+        meta = run(from_dict(TeacherConfig, teacher, "teacher"), dataset.path, model.path)
         model.metadata.update(
             {
                 "format": meta.format,
