@@ -6,8 +6,10 @@
                    export_onnx -> quantize_ort_static   (static QDQ cannot see inside the fused ops)
         student -> prune (movement) / prune_structured            (when prune.enabled)
                    prune_structured -> export_onnx -> optimize_onnx -> quantize_ort_dynamic
-    every candidate, teacher included -> benchmark (one at a time) -> benchmark_production -> gate -> promote
-    (benchmark_production re-measures the model now in production, the champion, for champion/challenger)
+    every candidate, teacher included -> benchmark (one at a time) -> benchmark_reference -> benchmark_production
+        -> gate -> promote
+    (benchmark_reference times BERT-base's shape for the "Nx faster" ratios; benchmark_production re-measures
+    the model now in production, the champion, for champion/challenger)
 
 The same function builds the pipeline for kfp.local and for a cluster; the config
 fills the parameters' defaults (so a run started from the KFP UI form uses the
@@ -22,6 +24,7 @@ from kfp.dsl import HTML, Artifact
 
 from components.benchmark.component import benchmark as benchmark_op
 from components.benchmark_production.component import benchmark_production as benchmark_production_op
+from components.benchmark_reference.component import benchmark_reference as benchmark_reference_op
 from components.distill.component import distill as distill_op
 from components.export_onnx.component import export_onnx as export_onnx_op
 from components.fingerprint_data.component import fingerprint_data as fingerprint_data_op
@@ -194,6 +197,14 @@ def build_pipeline(cfg: PipelineConfig):
             results[name], previous = bench.outputs["result"], bench
 
         gate_inputs = dict(results)
+        if cfg.benchmark.reference:
+            # BERT-base's shape timed on the same nodes in the same hour: "Nx faster" is a ratio from one run.
+            reference = step(
+                benchmark_reference_op(teacher=teacher_model, dataset=dataset, benchmark=benchmark),
+                "benchmark_reference",
+            )
+            reference.after(previous)
+            gate_inputs["reference"], previous = reference.outputs["result"], reference
         if gate_config(cfg.gate, "gate").compare_to_production:
             # The champion, timed on the same nodes in the same hour as the challengers (after them, never beside).
             champion = step(

@@ -87,6 +87,8 @@ STEPS: dict[str, Step] = {
             retried=True,
             object_store=True,
         ),
+        # The reference row (BERT-base's shape, random weights): timed in the same run as the candidates.
+        Step("benchmark_reference", "Benchmark reference (BERT-base)", pool="benchmark", cached=False),
         Step("gate", "SLO gate", cached=False, object_store=True),
         Step("promote", "Promote to production", cached=False, retried=True, object_store=True),
     )

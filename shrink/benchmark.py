@@ -58,6 +58,7 @@ __all__ = [
     "measure",
     "percentiles",
     "pinned_cpus",
+    "timed_rounds",
     "run_benchmark",
     "size_report",
 ]
@@ -396,8 +397,11 @@ def pinned_cpus(threads: int) -> list[int] | None:
     return allowed[-threads:] if threads < len(allowed) else None
 
 
-def _timed_rounds(base: dict[str, Any], cfg: BenchmarkConfig) -> dict[str, Any]:
+def timed_rounds(base: dict[str, Any], cfg: BenchmarkConfig, latency_only: bool = False) -> dict[str, Any]:
     """Run the full worker once and latency-only workers for the other rounds; pool their timings.
+
+    ``latency_only``: every round only times batch-1 requests (the reference row: no
+    throughput, no accuracy).
 
     Round ``r`` times its share of the ``latency_samples`` requests, continuing the
     fixed order where round ``r - 1`` stopped. Each round's own p50 is kept, so the
@@ -411,7 +415,13 @@ def _timed_rounds(base: dict[str, Any], cfg: BenchmarkConfig) -> dict[str, Any]:
     pooled: dict[str, Any] = {}
     round_p50, load_times, offset = [], [], 0
     for r, share in enumerate(shares):
-        req = {**base, "latency_samples": share, "latency_offset": offset, "latency_only": r > 0, "cpus": cpus}
+        req = {
+            **base,
+            "latency_samples": share,
+            "latency_offset": offset,
+            "latency_only": latency_only or r > 0,
+            "cpus": cpus,
+        }
         out = _run_worker(req)
         offset += share
         if r == 0:
@@ -517,7 +527,7 @@ def measure(
         size["parameters"],
         len(eval_texts),
     )
-    out = _timed_rounds(
+    out = timed_rounds(
         {
             "model_dir": str(model_dir),
             "eval_texts": eval_texts,

@@ -310,12 +310,18 @@ class BenchmarkConfig:
     instance_cores: int | None = None
     latency_rounds: int = 3
     pin_cores: bool = True
+    # The reference row (shrink/reference.py): this architecture, random weights, timed in the same run so
+    # "Nx faster / smaller than BERT-base" is a ratio from one run; null: off. ``reference_samples``
+    # batch-1 requests (a BERT-base request is ~50 ms: its p50 needs far fewer than the candidates').
+    reference: Literal["bert-base", "bert-large"] | None = "bert-base"
+    reference_samples: int = 200
 
     def check(self, where: str) -> None:
         """Reject settings that would produce no figures rather than wrong ones later."""
         require(self.warmup >= 0, f"{where}.warmup", "must be >= 0")
         require(self.latency_samples >= 1, f"{where}.latency_samples", "must be >= 1")
         require(self.latency_rounds >= 1, f"{where}.latency_rounds", "must be >= 1")
+        require(self.reference_samples >= 1, f"{where}.reference_samples", "must be >= 1")
         require(
             self.latency_rounds <= self.latency_samples,
             f"{where}.latency_rounds",

@@ -30,6 +30,7 @@ from shrink.errors import ShrinkError
 from shrink.logs import log
 from shrink.promote import current_production
 from shrink.record import Record, lookup, metric_value, read_record, record_problems, summarize
+from shrink.reference import ratios, reference_problems
 from shrink.report import format_table, write_report
 from shrink.slo import HIGHER, GateConfig, Goal
 
@@ -255,6 +256,9 @@ class Baselines:
         production_record: The record the production goals compare with (see ``_production_view``).
         production_error: Why the production goals cannot pass (fail closed), or None.
         production_view: What the decision says about the production model, or None.
+        reference: The reference architecture's record from this run (``shrink.reference``), or None:
+            the baseline of goals written ``baseline: reference``, which fail closed without it.
+        reference_problems: Why the reference record is unusable, or why there is none.
     """
 
     teacher: dict | None
@@ -263,19 +267,27 @@ class Baselines:
     production_record: dict | None
     production_error: str | None
     production_view: dict | None
+    reference: dict | None = None
+    reference_problems: tuple[str, ...] = ()
 
 
 def resolve_baselines(
-    records: dict[str, Record], cfg: GateConfig, production: dict | None = None, champion: dict | None = None
+    records: dict[str, Record],
+    cfg: GateConfig,
+    production: dict | None = None,
+    champion: dict | None = None,
+    reference: dict | None = None,
 ) -> Baselines:
-    """The teacher's record and the production model's comparison record, each checked before use."""
+    """The teacher's, the production model's and the reference's records, each checked before use."""
     teacher = records.get(BASELINE)
     problems = record_problems(teacher) if teacher is not None else ["no teacher benchmark record"]
     usable = teacher if not problems else None
     view, prod_record, prod_error = _production_view(production, cfg, list(records.values()), champion)
     if prod_record is not None:
         view["summary"] = summarize(prod_record, usable)
-    return Baselines(usable, problems, production, prod_record, prod_error, view)
+    ref_problems = tuple(reference_problems(reference)) if reference is not None else ("none measured in this run",)
+    ref = reference if not ref_problems else None
+    return Baselines(usable, problems, production, prod_record, prod_error, view, ref, ref_problems)
 
 
 def _production_view(
@@ -409,7 +421,11 @@ def _not_comparable(record: dict, baselines: Baselines) -> tuple[str, bool] | No
 def _checks(record: dict, cfg: GateConfig, baselines: Baselines) -> list[dict]:
     """The collapse check, then every goal; production goals pass trivially when nothing is in production."""
     checks = [_collapse_check(record["accuracy"]["majority_fraction"], cfg.max_majority_fraction)]
-    against = {"teacher": baselines.teacher, "production": baselines.production_record}
+    against = {
+        "teacher": baselines.teacher,
+        "production": baselines.production_record,
+        "reference": baselines.reference,
+    }
     for goal, default in cfg.goals():
         if goal.baseline == "production" and not cfg.compare_to_production:
             continue
@@ -418,6 +434,8 @@ def _checks(record: dict, cfg: GateConfig, baselines: Baselines) -> list[dict]:
             check.update(passed=True, reason="not applicable: nothing in production yet")
         elif goal.baseline == "production" and baselines.production_error:
             check["reason"] = baselines.production_error
+        elif goal.baseline == "reference" and baselines.reference is None:
+            check["reason"] = f"no usable reference: {'; '.join(baselines.reference_problems)}"
         checks.append(check)
     return checks
 
@@ -530,7 +548,11 @@ def _closest(entries: list[dict]) -> dict | None:
 
 
 def decide(
-    records: list[Record], cfg: GateConfig, production: dict | None = None, champion: dict | None = None
+    records: list[Record],
+    cfg: GateConfig,
+    production: dict | None = None,
+    champion: dict | None = None,
+    reference: dict | None = None,
 ) -> dict:
     """Judge every benchmark record against the SLOs and choose at most one candidate to promote.
 
@@ -543,13 +565,16 @@ def decide(
         champion: The production model's benchmark record from this run
             (:func:`shrink.champion.measure_production`), or None; not a candidate, only the baseline
             of the production goals.
+        reference: The reference architecture's record from this run (``shrink.reference``), or None: the
+            baseline of ``baseline: reference`` goals and the decision's ``reference`` section (each
+            candidate's speed-up and size reduction against it).
 
     Returns:
         The decision record: per candidate every goal with measured value, limit and verdict; the
         chosen candidate (or None) and why; the closest candidate when none passes.
     """
     by_name = _by_candidate(records)
-    baselines = resolve_baselines(by_name, cfg, production, champion)
+    baselines = resolve_baselines(by_name, cfg, production, champion, reference)
     entries = [judge(name, by_name[name], cfg, baselines) for name in sorted(by_name, key=lambda n: (n != BASELINE, n))]
     teacher = baselines.teacher or {}
     return {
@@ -569,6 +594,7 @@ def decide(
             "dataset": teacher.get("dataset"),
         },
         "production": baselines.production_view,
+        "reference": _reference_view(reference, baselines, by_name),
         "candidates": entries,
         "warnings": _warnings(baselines, cfg),
         "config": _config_dict(cfg),
@@ -643,6 +669,39 @@ class GateResult:
         return out
 
 
+def _reference_view(reference: dict | None, baselines: Baselines, records: dict[str, Record]) -> dict | None:
+    """The reference's figures and every measured candidate's ratios against it; None when none was measured."""
+    if reference is None:
+        return None
+    ref = baselines.reference
+    if ref is None:
+        return {"usable": False, "problems": list(baselines.reference_problems)}
+    return {
+        "usable": True,
+        "architecture": ref.get("architecture"),
+        "display": ref.get("display"),
+        "weights": ref.get("weights"),
+        "p50_ms": lookup(ref, ("latency_ms", "p50")),
+        "p95_ms": lookup(ref, ("latency_ms", "p95")),
+        "size_mb": lookup(ref, ("size", "model_mb")),
+        "parameters": lookup(ref, ("size", "parameters")),
+        "hardware": ref.get("hardware"),
+        "ratios": {
+            name: ratios(r, ref) for name, r in records.items() if isinstance(r, dict) and not record_problems(r)
+        },
+    }
+
+
+def _read_reference(path: str | Path) -> dict | None:
+    """The reference record, None when the step measured none (``absent``), ``{}`` (unusable) when unreadable."""
+    try:
+        record = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        log.warning("reference record %s unreadable: %s", path, exc)
+        return {}
+    return None if isinstance(record, dict) and "absent" in record else record
+
+
 def run_gate(
     candidates: dict[str, str | Path],
     production_record: str | Path | None,
@@ -650,6 +709,7 @@ def run_gate(
     model_name: str,
     decision_path: str | Path,
     report_path: str | Path,
+    reference_record: str | Path | None = None,
 ) -> GateResult:
     """The gate step: read each candidate's benchmark result, decide, write the decision and the report.
 
@@ -663,6 +723,8 @@ def run_gate(
         model_name: Registry name of the production model (overrides ``cfg.model_name``).
         decision_path: Where the decision record (JSON) goes.
         report_path: Where the HTML report goes.
+        reference_record: This run's ``shrink.reference/v1`` record (the benchmark_reference step), or
+            None; an unreadable one is reported as unusable and fails only ``baseline: reference`` goals.
 
     Returns:
         The decision and what to publish of it.
@@ -682,7 +744,8 @@ def run_gate(
         pointer = current_production(name, cfg.registry_uri)
         log.info("production: %s", pointer["version"] if pointer else "none yet")
     champion = read_record(production_record, CHAMPION) if production_record is not None else None
-    decision = decide(records, cfg, pointer, champion)
+    reference = _read_reference(reference_record) if reference_record is not None else None
+    decision = decide(records, cfg, pointer, champion, reference)
     Path(decision_path).parent.mkdir(parents=True, exist_ok=True)
     Path(decision_path).write_text(json.dumps(decision, indent=2))
     write_report(decision, records, report_path)

@@ -28,14 +28,54 @@ COLUMNS = (
     ("oos_recall", "oos recall"),
     ("speedup_p50", "speed-up"),
     ("size_reduction", "size -%"),
+    ("ref_speedup", "x faster than ref."),
+    ("ref_smaller", "x smaller than ref."),
 )
-STATUS_COLOURS = {"pass": "#2e7d32", "fail": "#c62828", "invalid": "#6d4c41", "baseline": "#546e7a"}
+STATUS_COLOURS = {
+    "pass": "#2e7d32",
+    "fail": "#c62828",
+    "invalid": "#6d4c41",
+    "baseline": "#546e7a",
+    "reference": "#1565c0",
+}
+
+
+REFERENCE_COLUMNS = ("ref_speedup", "ref_smaller")
+
+
+def _columns(decision: dict) -> tuple[tuple[str, str], ...]:
+    """The table's columns: the reference ratios only when this run timed a reference."""
+    return tuple(c for c in COLUMNS if _reference(decision) or c[0] not in REFERENCE_COLUMNS)
+
+
+def _reference(decision: dict) -> dict | None:
+    """The decision's usable reference section (shrink/reference.py), or None."""
+    ref = decision.get("reference")
+    return ref if isinstance(ref, dict) and ref.get("usable") else None
+
+
+def _reference_row(decision: dict) -> dict[str, Any] | None:
+    """The reference architecture as a table row: its timing and size; it has no accuracy and no verdict."""
+    ref = _reference(decision)
+    if ref is None:
+        return None
+    return {
+        "candidate": f"{ref.get('display') or ref.get('architecture')} (reference)",
+        "status": "reference",
+        "size_mb": ref.get("size_mb"),
+        "p50_ms": ref.get("p50_ms"),
+        "p95_ms": ref.get("p95_ms"),
+        "chosen": False,
+        "checks": {},
+        "reasons": [],
+    }
 
 
 def _rows(decision: dict, records: list[dict] | None) -> list[dict[str, Any]]:
     """One row per candidate from the decision; records only fill in a summary the decision lacks."""
     by_name = {r.get("candidate"): r for r in records or [] if isinstance(r, dict)}
     baseline = by_name.get("teacher") or (decision.get("records") or {}).get("teacher")
+    ratios = (_reference(decision) or {}).get("ratios") or {}
     rows = []
     for entry in decision.get("candidates", []):
         summary = entry.get("summary")
@@ -46,6 +86,8 @@ def _rows(decision: dict, records: list[dict] | None) -> list[dict[str, Any]]:
                 "candidate": entry["name"],
                 "status": entry["status"],
                 **(summary or {}),
+                "ref_speedup": (ratios.get(entry["name"]) or {}).get("p50_speedup"),
+                "ref_smaller": (ratios.get(entry["name"]) or {}).get("size_reduction"),
                 "chosen": entry["name"] == decision.get("chosen"),
                 "checks": {c["slo"]: c for c in entry.get("checks", [])},
                 "reasons": entry.get("reasons", []),
@@ -59,6 +101,8 @@ def _cell(key: str, value: Any) -> str:
         return "-"
     if key == "speedup_p50":
         return f"{value:.2f}x"
+    if key in ("ref_speedup", "ref_smaller"):
+        return f"{value:.0f}x" if value >= 10 else f"{value:.1f}x"
     if key == "size_reduction":
         return f"{100 * value:.0f}%"
     if key in ("accuracy", "oos_recall"):
@@ -80,17 +124,20 @@ def _slo_names(rows: list[dict]) -> list[str]:
 def format_table(decision: dict, records: list[dict] | None = None) -> str:
     """A plain aligned table of every candidate and its verdict, for the terminal and logs."""
     rows = _rows(decision, records)
-    header = [title for _, title in COLUMNS] + ["failed SLOs"]
+    reference = _reference_row(decision)
+    rows += [reference] if reference else []
+    columns = _columns(decision)
+    header = [title for _, title in columns] + ["failed SLOs"]
     body = []
     for row in rows:
         name = row["candidate"] + (" *" if row["chosen"] else "")
-        cells = [name] + [_cell(k, row.get(k)) for k, _ in COLUMNS[1:]]
+        cells = [name] + [_cell(k, row.get(k)) for k, _ in columns[1:]]
         failed = [n for n, c in row["checks"].items() if not c["passed"]]
         if row["status"] == "invalid" or (row["status"] == "fail" and not row["checks"]):
             failed = [row["reasons"][0] if row["reasons"] else "?"]
         body.append(cells + [", ".join(failed) or "-"])
     widths = [max(len(str(r[i])) for r in [header, *body]) for i in range(len(header))]
-    numeric = {i for i, (k, _) in enumerate(COLUMNS) if k not in ("candidate", "status")}
+    numeric = {i for i, (k, _) in enumerate(columns) if k not in ("candidate", "status")}
 
     def line(cells):
         pairs = enumerate(zip(cells, widths, strict=True))
@@ -102,7 +149,26 @@ def format_table(decision: dict, records: list[dict] | None = None) -> str:
     lines.append("")
     verdict = f"promoted: {chosen} (*)" if chosen else "promoted: nothing"
     lines.append(f"{verdict}: {decision.get('reason', '')}")
+    if reference:
+        lines.append(_reference_sentence(decision))
     return "\n".join(lines)
+
+
+def _reference_sentence(decision: dict) -> str:
+    """One line: what the reference is, its figures, and the promoted model's ratios against it."""
+    ref = _reference(decision) or {}
+    name = ref.get("display") or ref.get("architecture")
+    line = (
+        f"reference: {name} ({ref.get('weights', 'random weights')}), timed in this run: "
+        f"p50 {_cell('p50_ms', ref.get('p50_ms'))} ms, {_cell('size_mb', ref.get('size_mb'))} MB"
+    )
+    chosen = (ref.get("ratios") or {}).get(decision.get("chosen") or "")
+    if chosen:
+        line += (
+            f"; {decision['chosen']} is {_cell('ref_speedup', chosen.get('p50_speedup'))} faster (p50) and "
+            f"{_cell('ref_smaller', chosen.get('size_reduction'))} smaller"
+        )
+    return line
 
 
 def plot_png(decision: dict, records: list[dict] | None = None) -> bytes:
@@ -182,9 +248,12 @@ def render_html(decision: dict, records: list[dict] | None = None) -> str:
     """The report page as a string (see :func:`write_report`)."""
     rows = _rows(decision, records)
     slos = _slo_names(rows)
+    reference = _reference_row(decision)
+    rows += [reference] if reference else []
     png = base64.b64encode(plot_png(decision, records)).decode()
     esc = html.escape
-    head = "".join(f"<th>{esc(t)}</th>" for _, t in COLUMNS) + "".join(f"<th>{esc(s)}</th>" for s in slos)
+    columns = _columns(decision)
+    head = "".join(f"<th>{esc(t)}</th>" for _, t in columns) + "".join(f"<th>{esc(s)}</th>" for s in slos)
     body = []
     for row in rows:
         cls = " class='chosen'" if row["chosen"] else ""
@@ -192,7 +261,7 @@ def render_html(decision: dict, records: list[dict] | None = None) -> str:
             f"<td>{esc(row['candidate'])}{' &#9733;' if row['chosen'] else ''}</td>",
             f"<td style='color:{STATUS_COLOURS.get(row['status'], '#000')}'>{esc(row['status'])}</td>",
         ]
-        cells += [f"<td class='num'>{esc(_cell(k, row.get(k)))}</td>" for k, _ in COLUMNS[2:]]
+        cells += [f"<td class='num'>{esc(_cell(k, row.get(k)))}</td>" for k, _ in columns[2:]]
         cells += [_check_cell(row["checks"].get(s)) for s in slos]
         body.append(f"<tr{cls}>{''.join(cells)}</tr>")
     reasons = "".join(
@@ -248,7 +317,9 @@ Created {esc(str(decision.get("created", "")))}.</p>
 {"".join(body)}
 </tbody></table>
 <p><small>SLO cells: verdict, then measured / limit; hover for how the limit was resolved.
-Speed-up and size reduction are against the teacher.</small></p>
+Speed-up and size reduction are against the teacher; "x faster / smaller than ref." against the reference
+architecture timed in this run.</small></p>
+{f"<p>{esc(_reference_sentence(decision))}.</p>" if reference else ""}
 <h2>Latency, accuracy and size</h2>
 <img alt="p50 latency vs accuracy, bubble area = model size" src="data:image/png;base64,{png}">
 <h2>Goals</h2><ul>{goals}</ul>

@@ -35,7 +35,9 @@ Kind = Literal[
     "percent_max_degradation",
     "percent_min_improvement",
 ]
-Baseline = Literal["teacher", "production"]
+Baseline = Literal["teacher", "production", "reference"]
+# What a reference record (shrink/reference.py: an architecture with random weights) measures: timing and size.
+REFERENCE_METRICS = ("p50_latency_ms", "p95_latency_ms", "p99_latency_ms", "mean_latency_ms", "size_mb", "memory_mb")
 Metric = Literal[
     "accuracy",
     "in_scope_accuracy",
@@ -169,10 +171,15 @@ class Goal:
             _require(
                 self.baseline is not None,
                 f"{where}.baseline",
-                f"a {self.kind} goal needs a baseline: teacher or production",
+                f"a {self.kind} goal needs a baseline: teacher, production or reference",
             )
             _require(
                 self.value >= 0, f"{where}.value", f"must be >= 0 (the kind already says which way), got {self.value}"
+            )
+            _require(
+                self.baseline != "reference" or self.metric in REFERENCE_METRICS,
+                f"{where}.baseline",
+                f"the reference (random weights) measures only {', '.join(REFERENCE_METRICS)}, not {self.metric}",
             )
             if spec.fraction and not self.kind.startswith("percent_"):
                 _require(

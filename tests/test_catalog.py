@@ -54,7 +54,15 @@ def test_gate_and_promote_take_exactly_the_catalogs_candidates(component, artifa
 
 def test_gate_fixed_inputs_are_the_expected_few():
     # A parameter added to the gate and forgotten in the body's exclusion would be read as a candidate.
-    assert _collected_exclusions(gate) == {"decision", "report", "metrics", "production", "gate", "model_name"}
+    assert _collected_exclusions(gate) == {
+        "decision",
+        "report",
+        "metrics",
+        "production",
+        "reference",
+        "gate",
+        "model_name",
+    }
     assert _collected_exclusions(promote) == {"decision", "model_name", "promoted", "gate"}
 
 
@@ -88,7 +96,7 @@ def test_every_candidate_is_produced_benchmarked_gated_and_promotable(tmp_path):
     assert benchmarked == set(CANDIDATE_NAMES)
     gate_in = tasks["gate"]["inputs"]["artifacts"]
     promote_in = tasks["promote"]["inputs"]["artifacts"]
-    assert set(gate_in) == {*CANDIDATE_NAMES, "production"}
+    assert set(gate_in) == {*CANDIDATE_NAMES, "production", "reference"}
     assert set(promote_in) == {*CANDIDATE_NAMES, "decision"}
     for c in CANDIDATES:
         bench = by_display[f"Benchmark {c.name}"]

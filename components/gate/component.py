@@ -22,6 +22,7 @@ def gate(  # noqa: D417 - the candidate inputs are described once, together
     pruned_structured_onnx: Input[Artifact] = None,
     pruned_structured_int8: Input[Artifact] = None,
     production: Input[Artifact] = None,
+    reference: Input[Artifact] = None,
     gate: dict = {},  # noqa: B006 - KFP publishes the default in the component spec
     model_name: str = "",
 ) -> str:
@@ -35,6 +36,8 @@ def gate(  # noqa: D417 - the candidate inputs are described once, together
         production: The production model's benchmark result from this run (the benchmark_production
             step): the champion's baseline for the production goals, not a candidate. Unconnected or
             absent: the record stored at its promotion is used.
+        reference: The reference architecture's record from this run (the benchmark_reference step):
+            the baseline of ``baseline: reference`` goals and the report's reference row, not a candidate.
         gate: The ``gate`` section of the pipeline config (SLOs, policy, collapse limit, registry).
         model_name: Registry name, to compare with the current production model (overrides
             ``gate.model_name``).
@@ -48,7 +51,7 @@ def gate(  # noqa: D417 - the candidate inputs are described once, together
     candidates = {
         k: v
         for k, v in locals().items()
-        if k not in ("decision", "report", "metrics", "production", "gate", "model_name")
+        if k not in ("decision", "report", "metrics", "production", "reference", "gate", "model_name")
     }
     from shrink.kfp_io import component_main
 
@@ -63,6 +66,7 @@ def gate(  # noqa: D417 - the candidate inputs are described once, together
             model_name,
             decision.path,
             report.path,
+            reference.path if reference is not None else None,
         )
         decision.metadata.update(result.metadata)
         for key, value in result.metrics.items():
