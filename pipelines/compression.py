@@ -1,6 +1,8 @@
 """The compression DAG: prepare data, teacher, distillation search, INT8 / ONNX variants, benchmark, gate, promote.
 
     fingerprint_data -> prepare_data -> train_teacher -> teacher_logits -> ParallelFor(distill trials) -> select_student
+        (a shape search, distill.search.depth with several depths: inside the ParallelFor, every trial's
+         student -> export_onnx -> optimize_onnx -> quantize_ort_dynamic -> benchmark, candidate "searched")
         student -> quantize_torch
         student -> export_onnx -> optimize_onnx -> quantize_ort_dynamic
                    export_onnx -> quantize_ort_static   (static QDQ cannot see inside the fused ops)
@@ -101,6 +103,8 @@ def build_pipeline(cfg: PipelineConfig):
         return place(task, pools[spec.pool])
 
     prune_methods = [m for m in cfg.prune.methods if m != "structured"] if cfg.prune.enabled else []
+    # Compile-time, like the pruning methods: the search's shape comes from the config that compiles it.
+    shapes = cfg.distill.search.shapes
     structured = cfg.prune.enabled and "structured" in cfg.prune.methods
 
     class Outputs(NamedTuple):
@@ -149,9 +153,32 @@ def build_pipeline(cfg: PipelineConfig):
                 distill_op(dataset=dataset, teacher=teacher_model, logits=logits, distill=distill, trial=trial),
                 "distill",
             )
-        student = step(
-            select_student_op(students=dsl.Collected(trial_task.outputs["student"])), "select_student"
-        ).outputs["best"]
+            if shapes:
+                # Every shape goes down the fastest path and is measured, so the gate chooses among shapes by
+                # its policy (accuracy alone, select_student's criterion, would always pick the deepest).
+                # Iterations run one at a time locally; on a cluster each benchmark gets its own benchmark node.
+                s_onnx = step(
+                    export_onnx_op(model=trial_task.outputs["student"], quantize=quantize, dataset=dataset),
+                    "export_onnx:search",
+                )
+                s_opt = step(optimize_onnx_op(model=s_onnx.outputs["out"], quantize=quantize), "optimize_onnx:search")
+                s_int8 = step(
+                    quantize_ort_dynamic_op(model=s_opt.outputs["out"], quantize=quantize),
+                    "quantize_ort_dynamic:search",
+                )
+                s_bench = step(
+                    benchmark_op(
+                        model=s_int8.outputs["out"],
+                        dataset=dataset,
+                        benchmark=benchmark,
+                        candidate="searched",
+                        trial=trial,
+                    ),
+                    "benchmark:searched",
+                    f"{STEPS['benchmark'].display} searched",
+                )
+        select = step(select_student_op(students=dsl.Collected(trial_task.outputs["student"])), "select_student")
+        student = select.outputs["best"]
 
         step(quantize_torch_op(model=student, quantize=quantize), "quantize_torch")
         onnx = step(export_onnx_op(model=student, quantize=quantize, dataset=dataset), "export_onnx")
@@ -182,10 +209,11 @@ def build_pipeline(cfg: PipelineConfig):
                 quantize_ort_dynamic_op(model=ps_opt.outputs["out"], quantize=quantize),
                 "quantize_ort_dynamic:structured",
             )
-        models = {c.name: tasks[c.task].outputs[c.output] for c in CANDIDATES if c.task in tasks}
+        models = {c.name: tasks[c.task].outputs[c.output] for c in CANDIDATES if c.task in tasks and not c.per_trial}
 
-        # Benchmarks run one after another: candidates never share cores while being timed.
-        results, previous = {}, None
+        # Benchmarks run one after another: candidates never share cores while being timed (the search's own
+        # benchmarks ran inside its loop, before select_student).
+        results, previous = {}, (select if shapes else None)
         for name, model in models.items():
             bench = step(
                 benchmark_op(model=model, dataset=dataset, benchmark=benchmark, candidate=name),
@@ -197,6 +225,9 @@ def build_pipeline(cfg: PipelineConfig):
             results[name], previous = bench.outputs["result"], bench
 
         gate_inputs = dict(results)
+        if shapes:
+            gate_inputs["searched"] = dsl.Collected(s_bench.outputs["result"])
+            models["searched"] = dsl.Collected(s_int8.outputs["out"])
         if cfg.benchmark.reference:
             # BERT-base's shape timed on the same nodes in the same hour: "Nx faster" is a ratio from one run.
             reference = step(

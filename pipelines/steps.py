@@ -106,12 +106,16 @@ class Candidate:
             name, or ``<step>:<variant>`` where a step runs more than once).
         output: The producing task's output that holds the model artifact.
         what: One line for the KFP UI and the components' docstrings.
+        per_trial: Made once per distillation trial inside the search's ParallelFor (the shape search):
+            the gate and promote take the list (``dsl.Collected``) and name each
+            ``<name>@<trial label>`` (``searched@L2-a0.5-T2-lr0.0002``).
     """
 
     name: str
     task: str
     output: str
     what: str
+    per_trial: bool = False
 
     @property
     def step(self) -> str:
@@ -137,6 +141,13 @@ CANDIDATES: tuple[Candidate, ...] = (
         "quantize_ort_dynamic:structured",
         "out",
         "structurally pruned student as ONNX, graph-optimized, dynamic INT8",
+    ),
+    Candidate(
+        "searched",
+        "quantize_ort_dynamic:search",
+        "out",
+        "every shape-search trial's student as ONNX, graph-optimized, dynamic INT8 (one per trial)",
+        per_trial=True,
     ),
 )
 CANDIDATE_NAMES: tuple[str, ...] = tuple(c.name for c in CANDIDATES)

@@ -124,9 +124,10 @@ def parse_trial(trial: Mapping[str, Any]) -> tuple[float, float, float]:
     """``(alpha, temperature, learning_rate)`` of one search trial as KFP hands it to a task, checked.
 
     The trial arrives as a loop item of ``SearchConfig.trials()``, a plain dict, so its
-    keys and types are checked here as well as its values.
+    keys and types are checked here as well as its values. A shape search adds ``depth``
+    (see :func:`trial_depth`).
     """
-    unknown = sorted(set(trial) - set(TRIAL_KEYS))
+    unknown = sorted(set(trial) - set(TRIAL_KEYS) - {"depth"})
     missing = sorted(set(TRIAL_KEYS) - set(trial))
     if unknown or missing:
         raise ShrinkError(
@@ -140,6 +141,36 @@ def parse_trial(trial: Mapping[str, Any]) -> tuple[float, float, float]:
     return alpha, temperature, learning_rate
 
 
+def trial_depth(trial: Mapping[str, Any]) -> int | None:
+    """The student depth a shape-search trial asks for (None: the configured ``student_layers``)."""
+    depth = trial.get("depth")
+    if depth is None:
+        return None
+    if isinstance(depth, float) and depth.is_integer():  # KFP hands integral numbers over as floats
+        depth = int(depth)
+    if not isinstance(depth, int) or isinstance(depth, bool) or depth < 1:
+        raise ShrinkError(f"trial {dict(trial)}: depth must be a whole number >= 1, got {depth!r}")
+    return depth
+
+
+def trial_label(trial: Mapping[str, Any]) -> str:
+    """A short, stable name for a trial (``L3-a0.5-T2-lr0.0002``): the suffix of its candidates' names."""
+    alpha, temperature, learning_rate = parse_trial(trial)
+    depth = trial_depth(trial)
+    return f"{f'L{depth}-' if depth else ''}a{alpha:g}-T{temperature:g}-lr{learning_rate:g}"
+
+
+def layers_for_depth(depth: int, teacher_depth: int) -> list[int]:
+    """``depth`` of the teacher's layers, evenly spread and ending at the top (3 of 6: [1, 3, 5]; 2 of 6: [2, 5]).
+
+    Why these: the top layer carries what the classifier head was trained on, and evenly spaced
+    lower ones keep the teacher's progression of features (DistilBERT keeps every other layer).
+    """
+    if not 1 <= depth <= teacher_depth:
+        raise ShrinkError(f"distill.search.depth: {depth} is not between 1 and the teacher's {teacher_depth} layers")
+    return [round((i + 1) * teacher_depth / depth) - 1 for i in range(depth)]
+
+
 @dataclass
 class SearchConfig:
     """Grid of distillation hyperparameters; every combination is one trial."""
@@ -147,6 +178,10 @@ class SearchConfig:
     alpha: list[float] = field(default_factory=lambda: [0.5])
     temperature: list[float] = field(default_factory=lambda: [2.0])
     learning_rate: list[float] = field(default_factory=lambda: [1e-4])
+    # The shape search: student depths (numbers of teacher layers, spread by ``layers_for_depth``); empty: the
+    # ``student_layers`` as configured. With more than one, every trial's student goes down the ONNX / INT8
+    # path and is benchmarked, and the gate chooses among all of them (pipelines/compression.py).
+    depth: list[int] = field(default_factory=list)
     parallelism: int = 4
 
     def check(self, where: str) -> None:
@@ -158,11 +193,20 @@ class SearchConfig:
             bad = [v for v in getattr(self, name) if not ok(v)]
             require(not bad, f"{where}.{name}", f"every {name} must be {rule}, got {bad[0] if bad else ''}")
         require(self.parallelism >= 1, f"{where}.parallelism", "must be >= 1")
+        bad = [d for d in self.depth if d < 1]
+        require(not bad, f"{where}.depth", f"every depth must be >= 1 teacher layer, got {bad[0] if bad else ''}")
+        require(len(set(self.depth)) == len(self.depth), f"{where}.depth", f"{self.depth} repeats a depth")
+
+    @property
+    def shapes(self) -> bool:
+        """Whether this is a shape search: more than one student depth."""
+        return len(self.depth) > 1
 
     def trials(self) -> list[dict[str, float]]:
-        """Every combination, in a stable order, as KFP-friendly dicts."""
+        """Every combination, in a stable order (shallowest student first), as KFP-friendly dicts."""
         return [
-            {"alpha": a, "temperature": t, "learning_rate": lr}
+            {**({"depth": d} if d is not None else {}), "alpha": a, "temperature": t, "learning_rate": lr}
+            for d in (self.depth or [None])
             for a in self.alpha
             for t in self.temperature
             for lr in self.learning_rate
@@ -227,6 +271,11 @@ class DistillConfig:
             require(bool(layers), f"{where}.student_layers", "name at least one teacher layer to keep")
             require(all(i >= 0 for i in layers), f"{where}.student_layers", f"{layers}: must be >= 0")
             require(len(set(layers)) == len(layers), f"{where}.student_layers", f"{layers}: repeats a layer")
+        require(
+            not self.search.depth or self.student_checkpoint is None,
+            f"{where}.search.depth",
+            "a depth is a number of the teacher's layers; it needs student_layers, not student_checkpoint",
+        )
 
 
 @dataclass

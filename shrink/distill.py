@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from shrink.artifact import META_FILE, ArtifactMeta, read_meta
-from shrink.config import DistillConfig, check_trial, save_yaml, to_dict
+from shrink.config import DistillConfig, check_trial, layers_for_depth, save_yaml, to_dict
 from shrink.data import load_prepared
 from shrink.errors import ShrinkError
 from shrink.finetune import encode_splits, train_and_save
@@ -112,12 +112,14 @@ def distill(
     alpha: float,
     temperature: float,
     learning_rate: float,
+    depth: int | None = None,
 ) -> ArtifactMeta:
     """Train one student (one search trial) on the teacher's precomputed logits and the labels.
 
     The result is a sealed PyTorch artifact whose parent is the teacher; its
     metrics hold val/test accuracy, training time and the trial's settings, which
-    is what ``select_student`` ranks on.
+    is what ``select_student`` ranks on. ``depth`` (a shape-search trial) replaces
+    ``cfg.student_layers`` by that many of the teacher's layers (``layers_for_depth``).
     """
     from shrink.models import check_labels, load_pytorch_artifact
 
@@ -125,6 +127,10 @@ def distill(
     dd, info = load_prepared(dataset_dir)
     teacher, tokenizer, teacher_meta = load_pytorch_artifact(teacher_dir)
     check_labels(teacher_meta.label_names, info.label_names, f"teacher {teacher_dir}", f"dataset {dataset_dir}")
+    if depth is not None:
+        if cfg.student_checkpoint:
+            raise ShrinkError("distill.search.depth: needs student_layers (a student made of teacher layers)")
+        cfg = dataclasses.replace(cfg, student_layers=layers_for_depth(depth, teacher.config.num_hidden_layers))
     # alpha = 1 is the plain fine-tuning baseline: no teacher, so neither its transfer set nor its states.
     kd = alpha < 1.0
     targets = load_teacher_logits(
@@ -146,6 +152,7 @@ def distill(
         data["train"] = data["train"].concat(extra)
         log.info("transfer set: %d perturbed texts labelled by the teacher", len(texts))
     trial = {"alpha": float(alpha), "temperature": float(temperature), "learning_rate": float(learning_rate)}
+    trial |= {"depth": len(cfg.student_layers)} if depth is not None else {}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_yaml(dataclasses.replace(cfg, train=train_cfg), out / "distill.yaml")
@@ -216,6 +223,7 @@ def select_best_student(student_dirs: list[str | Path], out_dir: str | Path) -> 
                 "alpha": float(meta.settings.get("alpha", float("nan"))),
                 "temperature": float(meta.settings.get("temperature", float("nan"))),
                 "learning_rate": float(meta.settings.get("learning_rate", float("nan"))),
+                "num_layers": int(meta.metrics.get("num_layers", 0)),
                 "precision": meta.precision,
                 "content_hash": meta.content_hash(),
             }
@@ -226,8 +234,8 @@ def select_best_student(student_dirs: list[str | Path], out_dir: str | Path) -> 
     read_meta(out)
     chosen = trials[index]
     summary = (
-        f"trial {index} of {len(trials)}: alpha={chosen['alpha']:g} T={chosen['temperature']:g} "
-        f"lr={chosen['learning_rate']:g} val_accuracy={chosen['val_accuracy']:.4f} "
+        f"trial {index} of {len(trials)}: layers={chosen['num_layers']} alpha={chosen['alpha']:g} "
+        f"T={chosen['temperature']:g} lr={chosen['learning_rate']:g} val_accuracy={chosen['val_accuracy']:.4f} "
         f"test_accuracy={chosen['test_accuracy']:.4f}"
     )
     for t in trials:

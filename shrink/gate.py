@@ -692,6 +692,13 @@ def _reference_view(reference: dict | None, baselines: Baselines, records: dict[
     }
 
 
+def _per_trial(record: Record, index: int) -> Record:
+    """An unreadable per-trial record keeps its place in the table under its position in the list."""
+    if "error" in record and "@" not in record["candidate"]:
+        return {**record, "candidate": f"{record['candidate']}@{index}"}
+    return record
+
+
 def _read_reference(path: str | Path) -> dict | None:
     """The reference record, None when the step measured none (``absent``), ``{}`` (unusable) when unreadable."""
     try:
@@ -715,8 +722,9 @@ def run_gate(
 
     Args:
         candidates: Candidate name -> its benchmark result (a JSON file, or a folder holding
-            ``benchmark.json``), for the candidates this run produced. An unreadable one makes
-            that candidate invalid, it does not stop the gate.
+            ``benchmark.json``), for the candidates this run produced; a list for a per-trial
+            candidate (the shape search), whose records carry their own ``<name>@<trial>`` names.
+            An unreadable one makes that candidate invalid, it does not stop the gate.
         production_record: This run's record of the production model (the benchmark_production
             step), or None; unreadable or absent, the record stored at its promotion is used.
         cfg: The gate section.
@@ -732,7 +740,12 @@ def run_gate(
     Raises:
         ShrinkError: champion/challenger is on but no model name says which production model.
     """
-    records = [read_record(path, name) for name, path in candidates.items()]
+    records = []
+    for name, path in candidates.items():
+        if isinstance(path, list):
+            records += [_per_trial(read_record(p, name, per_trial=True), i) for i, p in enumerate(path)]
+        else:
+            records.append(read_record(path, name))
     pointer = None
     name = model_name or cfg.model_name
     if cfg.compare_to_production:

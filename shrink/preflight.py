@@ -88,6 +88,11 @@ def check(cfg, where: str, local: bool = True) -> None:
                 )
             if len(cfg.distill.student_layers) > depth:
                 raise ShrinkError(f"{where}: distill.student_layers: more layers than the teacher's {depth}")
+            deeper = sorted(d for d in cfg.distill.search.depth if d > depth)
+            if deeper:
+                raise ShrinkError(
+                    f"{where}: distill.search.depth: {deeper} deeper than the teacher's {depth} layers (from {source})"
+                )
     trials = cfg.distill.search.trials()
     if len({tuple(sorted(t.items())) for t in trials}) != len(trials):
         raise ShrinkError(f"{where}: distill.search: a value repeats, so two trials would be the same run")

@@ -438,6 +438,23 @@ class PromotionResult:
         }
 
 
+def _chosen_model(chosen: str, decision: dict, models: dict[str, str | Path | list]) -> str | Path:
+    """The model artifact the decision chose: by name, or, in a per-trial list, by the recorded content hash."""
+    found = models.get(chosen)
+    if isinstance(found, str | Path):
+        return found
+    listed = models.get(chosen.split("@", 1)[0])
+    if "@" in chosen and isinstance(listed, list):
+        digest = ((decision.get("records") or {}).get(chosen) or {}).get("artifact", {}).get("content_hash")
+        for path in listed:
+            try:
+                if digest and read_meta(path, verify=False).content_hash() == digest:
+                    return path
+            except ShrinkError:
+                continue
+    raise ShrinkError(f"decision chose {chosen!r}, but no model artifact named {chosen!r} was passed to promote")
+
+
 def promote_chosen(
     decision_path: str | Path,
     models: dict[str, str | Path],
@@ -450,7 +467,9 @@ def promote_chosen(
 
     Args:
         decision_path: The gate's decision record (JSON).
-        models: Candidate name -> its model artifact, for the candidates this run produced.
+        models: Candidate name -> its model artifact, for the candidates this run produced; a list
+            for a per-trial candidate (the shape search), matched to ``<name>@<trial>`` by the content
+            hash the decision recorded for it.
         cfg: Gate settings (registry bucket, champion/challenger).
         model_name: Registry name: ``<registry>/<model_name>/<version>/``.
         out_path: Where the alias pointer goes (JSON, ``promoted: true``), or, when the gate chose
@@ -480,11 +499,8 @@ def promote_chosen(
         )
         document = {"promoted": False, "reason": decision.get("reason"), "production": production}
     else:
-        if chosen not in models:
-            raise ShrinkError(
-                f"decision chose {chosen!r}, but no model artifact named {chosen!r} was passed to promote"
-            )
-        document = {"promoted": True, **promote(models[chosen], decision, cfg, model_name, cfg.registry_uri, s3=s3)}
+        model = _chosen_model(chosen, decision, models)
+        document = {"promoted": True, **promote(model, decision, cfg, model_name, cfg.registry_uri, s3=s3)}
     out.write_text(json.dumps(document, indent=2))
     return PromotionResult(chosen, document)
 

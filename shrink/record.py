@@ -220,13 +220,15 @@ def error_record(candidate: str, error: str) -> ErrorRecord:
     return {"candidate": candidate, "error": error}
 
 
-def read_record(path: str | Path, candidate: str) -> Record:
+def read_record(path: str | Path, candidate: str, per_trial: bool = False) -> Record:
     """Read the record wired as ``candidate`` from a file, or from ``benchmark.json`` in a directory.
 
     Never raises: an unreadable result must not stop the gate, it only makes that candidate
     unpromotable (an unreadable champion record: the decision says so and the stored record
     is used), so it comes back as an error record naming the file. So does a record of
     another candidate than the one it is wired as. A record without a name takes ``candidate``.
+    ``per_trial``: one of a list wired as ``candidate`` (the shape search), whose own name must
+    be ``<candidate>@<trial label>``.
     """
     path = Path(path)
     if path.is_dir():
@@ -237,6 +239,10 @@ def read_record(path: str | Path, candidate: str) -> Record:
             raise ValueError("not a JSON object")
     except (OSError, ValueError) as exc:
         return error_record(candidate, f"{path}: benchmark result unreadable: {exc}")
+    if per_trial:
+        if not str(record.get("candidate", "")).startswith(f"{candidate}@"):
+            return error_record(candidate, f"{path}: result is for {record.get('candidate')!r}, wired as {candidate!r}")
+        return record
     if record.get("candidate") not in (None, candidate):
         return error_record(candidate, f"{path}: result is for {record.get('candidate')!r}, wired as {candidate!r}")
     record.setdefault("candidate", candidate)

@@ -88,17 +88,30 @@ def test_every_candidate_is_produced_benchmarked_gated_and_promotable(tmp_path):
     compile_pipeline(cfg, str(out))
     tasks = next(yaml.safe_load_all(out.read_text()))["root"]["dag"]["tasks"]
     by_display = {t["taskInfo"]["name"]: key for key, t in tasks.items()}
-    benchmarked = {
-        t["inputs"]["parameters"]["candidate"]["runtimeValue"]["constant"]
-        for t in tasks.values()
-        if t["componentRef"]["name"].startswith("comp-benchmark") and "candidate" in t["inputs"]["parameters"]
-    }
-    assert benchmarked == set(CANDIDATE_NAMES)
+    assert cfg.distill.search.shapes, "the bench config is a shape search"
+    components = next(yaml.safe_load_all(out.read_text()))["components"]
+    loop = components[tasks["for-loop-1"]["componentRef"]["name"]]["dag"]["tasks"]
+
+    def benchmarked(dag):
+        return {
+            t["inputs"]["parameters"]["candidate"]["runtimeValue"]["constant"]
+            for t in dag.values()
+            if t["componentRef"]["name"].startswith("comp-benchmark") and "candidate" in t["inputs"]["parameters"]
+        }
+
+    per_trial = {c.name for c in CANDIDATES if c.per_trial}
+    assert benchmarked(tasks) == set(CANDIDATE_NAMES) - per_trial
+    assert benchmarked(loop) == per_trial
     gate_in = tasks["gate"]["inputs"]["artifacts"]
     promote_in = tasks["promote"]["inputs"]["artifacts"]
     assert set(gate_in) == {*CANDIDATE_NAMES, "production", "reference"}
     assert set(promote_in) == {*CANDIDATE_NAMES, "decision"}
+    for name in per_trial:  # collected from every iteration of the search loop
+        assert gate_in[name]["taskOutputArtifact"]["producerTask"] == "for-loop-1"
+        assert promote_in[name]["taskOutputArtifact"]["producerTask"] == "for-loop-1"
     for c in CANDIDATES:
+        if c.per_trial:
+            continue
         bench = by_display[f"Benchmark {c.name}"]
         producer = {"producerTask": by_display[display_name(c.task)], "outputArtifactKey": c.output}
         assert tasks[bench]["inputs"]["artifacts"]["model"]["taskOutputArtifact"] == producer, c.name

@@ -71,16 +71,21 @@ def test_compiled_ir_loads_back_and_places_every_task(tmp_path):
     for name in bench:
         res = executors[name]["container"]["resources"]
         assert res["resourceCpuRequest"] == res["resourceCpuLimit"], "benchmarks need guaranteed QoS"
-    # The champion is re-measured after the last candidate (never beside one) and is the gate's production input.
+    # The reference, then the champion, are measured after the last candidate (never beside one), in that order,
+    # and are the gate's reference and production inputs.
     tasks = pipeline_spec["root"]["dag"]["tasks"]
-    champ = tasks["benchmark-production"]
+    champ, reference = tasks["benchmark-production"], tasks["benchmark-reference"]
+    assert "benchmark-reference" in champ["dependentTasks"]
+    assert tasks["gate"]["inputs"]["artifacts"]["reference"]["taskOutputArtifact"]["producerTask"] == (
+        "benchmark-reference"
+    )
     assert tasks["gate"]["inputs"]["artifacts"]["production"]["taskOutputArtifact"]["producerTask"] == (
         "benchmark-production"
     )
     candidates = [n for n, t in tasks.items() if re.fullmatch(r"comp-benchmark(-\d+)?", t["componentRef"]["name"])]
     waited_on = {d for n in candidates for d in tasks[n].get("dependentTasks", [])}
     last = [n for n in candidates if n not in waited_on]
-    assert len(last) == 1 and last[0] in champ["dependentTasks"]
+    assert len(last) == 1 and last[0] in reference["dependentTasks"]
     champ_exec = champ["componentRef"]["name"].replace("comp-", "exec-")
     assert k8s[champ_exec].get("secretAsEnv") and k8s[champ_exec].get("configMapAsEnv"), "needs the object store"
 

@@ -40,6 +40,20 @@ def test_dag_ends_in_a_decision_and_report(run):
     assert decision["chosen"] == summary["chosen"]
 
 
+def test_shape_search_sends_every_depth_to_the_gate(run):
+    """Each trial's student (1 and 2 of the teacher's 4 layers) was exported, quantized and benchmarked."""
+    _, tmp, _ = run
+    decision = json.loads((tmp / "results" / "latest" / "decision.json").read_text())
+    searched = {c["name"]: c for c in decision["candidates"] if c["name"].startswith("searched@")}
+    assert set(searched) == {"searched@L1-a0.5-T2-lr0.003", "searched@L2-a0.5-T2-lr0.003"}
+    for name, entry in searched.items():
+        assert entry["status"] in ("pass", "fail"), entry["reasons"]
+        assert decision["records"][name]["artifact"]["technique"] == "ort-dynamic-int8"
+    params = {n[len("searched@") : len("searched@L1")]: decision["records"][n]["size"]["parameters"] for n in searched}
+    # One more encoder layer of the tiny BERT (hidden 64, FFN 128): 4 * 64 * 64 + 2 * 64 * 128 weights and more.
+    assert params["L2"] - params["L1"] > 4 * 64 * 64 + 2 * 64 * 128
+
+
 def test_promoted_version_is_complete_behind_the_alias(run):
     summary, tmp, _ = run
     pointer = storage.get_json("s3://shrink-models/tiny-intent/production.json")

@@ -13,6 +13,7 @@ def benchmark(
     result: Output[Artifact],
     metrics: Output[Metrics],
     confusion: Output[ClassificationMetrics],
+    trial: dict = {},  # noqa: B006 - KFP publishes the default in the component spec
 ):
     """Benchmark a shrink model artifact on the test split; the gate decides on the JSON result.
 
@@ -24,6 +25,8 @@ def benchmark(
         dataset: The prepared dataset (its ``test`` split is measured).
         benchmark: The ``benchmark`` section of the pipeline config.
         candidate: The candidate's name in the pipeline (``student``, ``ort_int8_dynamic`` ...).
+        trial: The shape-search trial this candidate comes from, or empty; its label then ends the
+            recorded name (``searched@L2-a0.5-T2-lr0.0002``), so every trial's record is told apart.
         result: The ``shrink.benchmark/v1`` JSON record (a file).
         metrics: Flat figures for the KFP UI (accuracy, p50_ms, p95_ms, size_mb, qps_b8 ...).
         confusion: The test-split confusion matrix.
@@ -35,6 +38,10 @@ def benchmark(
 
     with component_main("benchmark", metrics, confusion):
         cfg = from_dict(BenchmarkConfig, benchmark, "benchmark")
+        if trial:
+            from shrink.config import trial_label
+
+            candidate = f"{candidate}@{trial_label(trial)}"
         run = measure(model.path, dataset.path, cfg, candidate, model_uri=model.uri)
         record = run.record
         # Published only once everything is measured: a failed benchmark leaves no partial figures.

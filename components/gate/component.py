@@ -21,6 +21,7 @@ def gate(  # noqa: D417 - the candidate inputs are described once, together
     pruned_structured: Input[Artifact] = None,
     pruned_structured_onnx: Input[Artifact] = None,
     pruned_structured_int8: Input[Artifact] = None,
+    searched: Input[list[Artifact]] = None,
     production: Input[Artifact] = None,
     reference: Input[Artifact] = None,
     gate: dict = {},  # noqa: B006 - KFP publishes the default in the component spec
@@ -30,7 +31,8 @@ def gate(  # noqa: D417 - the candidate inputs are described once, together
 
     Every other input is a candidate's benchmark result (``shrink.benchmark/v1`` JSON), one per
     candidate in ``pipelines/steps.py`` and named after it; ``teacher`` is the baseline. Candidates
-    not produced in this run are left unconnected.
+    not produced in this run are left unconnected; ``searched`` is a list, one result per shape-search
+    trial.
 
     Args:
         production: The production model's benchmark result from this run (the benchmark_production
@@ -60,7 +62,11 @@ def gate(  # noqa: D417 - the candidate inputs are described once, together
         from shrink.slo import gate_config
 
         result = run_gate(
-            {name: a.path for name, a in candidates.items() if a is not None},
+            {
+                name: [x.path for x in a] if isinstance(a, list) else a.path
+                for name, a in candidates.items()
+                if a is not None
+            },
             production.path if production is not None else None,
             gate_config(gate, "gate"),
             model_name,

@@ -22,12 +22,14 @@ def promote(  # noqa: D417 - the candidate inputs are described once, together
     pruned_structured: Input[Model] = None,
     pruned_structured_onnx: Input[Model] = None,
     pruned_structured_int8: Input[Model] = None,
+    searched: Input[list[Model]] = None,
 ) -> str:
     """Upload the chosen candidate as a new registry version, verify it, then point ``production`` at it.
 
     Every other input is a candidate's model artifact, one per candidate in ``pipelines/steps.py``
     under the name the gate used; only the chosen one is read, and unconnected ones are fine (the
-    teacher is promoted only with ``gate.allow_teacher``).
+    teacher is promoted only with ``gate.allow_teacher``). ``searched`` is a list, one model per
+    shape-search trial; the chosen one is found by the content hash the decision recorded.
 
     Args:
         decision: The gate's decision record (JSON).
@@ -47,7 +49,11 @@ def promote(  # noqa: D417 - the candidate inputs are described once, together
 
         result = promote_chosen(
             decision.path,
-            {name: m.path for name, m in candidates.items() if m is not None},
+            {
+                name: [x.path for x in m] if isinstance(m, list) else m.path
+                for name, m in candidates.items()
+                if m is not None
+            },
             gate_config(gate, "gate"),
             model_name,
             promoted.path,

@@ -23,7 +23,7 @@ def select_student(students: Input[list[Model]], best: Output[Model], metrics: O
     with component_main("select_student", metrics):
         choice = select_best_student([s.path for s in students], best.path)
         for i, trial in enumerate(choice["trials"]):
-            for key in ("val_accuracy", "alpha", "temperature", "learning_rate"):
+            for key in ("val_accuracy", "num_layers", "alpha", "temperature", "learning_rate"):
                 metrics.log_metric(f"trial{i}_{key}", trial[key])
         chosen = choice["trials"][choice["index"]]
         metrics.log_metric("best_trial", choice["index"])
