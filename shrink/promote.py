@@ -438,6 +438,39 @@ class PromotionResult:
         }
 
 
+def _first_servable(chosen: str, decision: dict, models: dict) -> tuple[str, str | Path | None, dict[str, str]]:
+    """The gate's choice if the serving runtime can load it, else the next passing candidate in rank order.
+
+    Why here: the gate judges benchmark records; only this step holds the models. Each is loaded
+    and asked one request through the serving code path (:func:`shrink.serving.servable.check_servable`),
+    so a promotion never ends in a deployment that cannot start. Returns ``(name, model or None, refused)``
+    with why each refused candidate cannot be served.
+    """
+    from shrink.serving.servable import check_servable
+
+    refused: dict[str, str] = {}
+    for name in [chosen, *[n for n in decision.get("ranking") or [] if n != chosen]]:
+        model = _chosen_model(name, decision, models) if name == chosen else _passed_model(name, decision, models)
+        if model is None:
+            continue
+        try:
+            check_servable(model)
+        except ShrinkError as exc:
+            refused[name] = str(exc)
+            log.warning("promote: %s is not servable, trying the next passing candidate: %s", name, exc)
+            continue
+        return name, model, refused
+    return chosen, None, refused
+
+
+def _passed_model(name: str, decision: dict, models: dict) -> str | Path | None:
+    """A lower-ranked candidate's model, or None when this run did not pass it to promote."""
+    try:
+        return _chosen_model(name, decision, models)
+    except ShrinkError:
+        return None
+
+
 def _chosen_model(chosen: str, decision: dict, models: dict[str, str | Path | list]) -> str | Path:
     """The model artifact the decision chose: by name, or, in a per-trial list, by the recorded content hash."""
     found = models.get(chosen)
@@ -499,8 +532,18 @@ def promote_chosen(
         )
         document = {"promoted": False, "reason": decision.get("reason"), "production": production}
     else:
-        model = _chosen_model(chosen, decision, models)
-        document = {"promoted": True, **promote(model, decision, cfg, model_name, cfg.registry_uri, s3=s3)}
+        chosen, model, refused = _first_servable(chosen, decision, models)
+        production = (decision.get("production") or {}).get("version")
+        if model is None:
+            reason = f"no passing candidate is servable ({'; '.join(refused.values())})"
+            log.warning("promote: %s; production stays at %s", reason, production or "nothing")
+            document = {"promoted": False, "reason": reason, "production": production, "not_servable": refused}
+            chosen = None
+        else:
+            ruling = {**decision, "chosen": chosen}
+            document = {"promoted": True, **promote(model, ruling, cfg, model_name, cfg.registry_uri, s3=s3)}
+            if refused:
+                document |= {"candidate": chosen, "not_servable": refused}
     out.write_text(json.dumps(document, indent=2))
     return PromotionResult(chosen, document)
 

@@ -212,12 +212,12 @@ def test_store_killed_mid_upload_keeps_previous_alias(tmp_path, monkeypatch):
 # --------------------------------------------------------------------------- components
 
 
-def test_gate_and_promote_components_end_to_end(seaweed, tmp_path):
+def test_gate_and_promote_components_end_to_end(seaweed, tmp_path, tiny_artifact):
     from components.gate.component import gate
     from components.promote.component import promote as promote_op
 
     name = fresh_name()
-    art, meta = make_artifact(tmp_path / "student", seed=3, fmt="pytorch")
+    art, meta = tiny_artifact, read_meta(tiny_artifact)  # a real model: promote checks that it can be served
     teacher_art, _ = make_artifact(tmp_path / "teacher", seed=4, fmt="pytorch")
     bench = tmp_path / "bench"
     bench.mkdir()
@@ -274,3 +274,37 @@ def test_gate_and_promote_components_end_to_end(seaweed, tmp_path):
     )
     assert out == "" and json.loads((tmp_path / "p2.json").read_text())["promoted"] is False
     assert current_production(name, REGISTRY)["uri"] == uri
+
+
+def test_a_chosen_model_the_server_cannot_load_is_passed_over_for_the_next_passing_one(
+    seaweed, tmp_path, tiny_artifact
+):
+    """The gate ranks on records; promote loads each in rank order through the serving path and skips the broken."""
+    from shrink.gate import decide
+    from shrink.promote import promote_chosen
+    from shrink.slo import gate_config
+
+    name = fresh_name()
+    broken, broken_meta = make_artifact(tmp_path / "broken", seed=5)  # random bytes named model.onnx
+    real = read_meta(tiny_artifact)
+    cfg = gate_config({"slos": [], "model_name": name, "compare_to_production": False, "policy": "lowest_p95"})
+    records = [
+        record("teacher", p95=10.0, labels=real.label_names),
+        record("ort_int8_dynamic", p95=1.0, content_hash=broken_meta.content_hash(), labels=real.label_names),
+        record("student", p95=2.0, content_hash=real.content_hash(), labels=real.label_names),
+    ]
+    decision = decide(records, cfg)
+    assert decision["chosen"] == "ort_int8_dynamic" and decision["ranking"][:2] == ["ort_int8_dynamic", "student"]
+    path = tmp_path / "decision.json"
+    path.write_text(json.dumps(decision))
+    result = promote_chosen(path, {"ort_int8_dynamic": broken, "student": tiny_artifact}, cfg, name, tmp_path / "p")
+    assert result.chosen == "student"
+    assert current_production(name, REGISTRY)["content_hash"] == real.content_hash()
+    doc = json.loads((tmp_path / "p").read_text())
+    assert doc["candidate"] == "student" and "not servable" in doc["not_servable"]["ort_int8_dynamic"]
+
+    # Nothing servable: nothing promoted, production unchanged, and the document says why.
+    result = promote_chosen(path, {"ort_int8_dynamic": broken}, cfg, name, tmp_path / "p2")
+    doc = json.loads((tmp_path / "p2").read_text())
+    assert result.uri == "" and doc["promoted"] is False and "no passing candidate is servable" in doc["reason"]
+    assert current_production(name, REGISTRY)["content_hash"] == real.content_hash()
