@@ -24,11 +24,18 @@ COLUMNS = (
     ("p50_ms", "p50 ms"),
     ("p95_ms", "p95 ms"),
     ("throughput_qps", "req/s"),
+    # With the model's out-of-scope rule (as it serves), then "raw": its bare argmax, without the rule.
     ("accuracy", "accuracy"),
+    ("raw_accuracy", "raw"),
+    ("in_scope_accuracy", "in-scope"),
+    ("raw_in_scope_accuracy", "raw"),
     ("oos_recall", "oos recall"),
+    ("raw_oos_recall", "raw"),
+    ("oos_rule", "oos rule"),
     ("speedup_p50", "speed-up"),
     ("size_reduction", "size -%"),
 )
+PERCENT = {"accuracy", "raw_accuracy", "in_scope_accuracy", "raw_in_scope_accuracy", "oos_recall", "raw_oos_recall"}
 STATUS_COLOURS = {"pass": "#2e7d32", "fail": "#c62828", "invalid": "#6d4c41", "baseline": "#546e7a"}
 
 
@@ -61,7 +68,7 @@ def _cell(key: str, value: Any) -> str:
         return f"{value:.2f}x"
     if key == "size_reduction":
         return f"{100 * value:.0f}%"
-    if key in ("accuracy", "oos_recall"):
+    if key in PERCENT:
         return f"{100 * value:.1f}"
     if key == "throughput_qps":
         return f"{value:.0f}"
@@ -90,7 +97,7 @@ def format_table(decision: dict, records: list[dict] | None = None) -> str:
             failed = [row["reasons"][0] if row["reasons"] else "?"]
         body.append(cells + [", ".join(failed) or "-"])
     widths = [max(len(str(r[i])) for r in [header, *body]) for i in range(len(header))]
-    numeric = {i for i, (k, _) in enumerate(COLUMNS) if k not in ("candidate", "status")}
+    numeric = {i for i, (k, _) in enumerate(COLUMNS) if k not in ("candidate", "status", "oos_rule")}
 
     def line(cells):
         pairs = enumerate(zip(cells, widths, strict=True))
@@ -248,7 +255,10 @@ Created {esc(str(decision.get("created", "")))}.</p>
 {"".join(body)}
 </tbody></table>
 <p><small>SLO cells: verdict, then measured / limit; hover for how the limit was resolved.
-Speed-up and size reduction are against the teacher.</small></p>
+Speed-up and size reduction are against the teacher. Accuracy, in-scope accuracy and oos recall are with
+the model's out-of-scope rule (the oos rule column, tuned on the validation split), as it serves; each
+"raw" column after them is the same figure without the rule (the bare argmax).
+</small></p>
 <h2>Latency, accuracy and size</h2>
 <img alt="p50 latency vs accuracy, bubble area = model size" src="data:image/png;base64,{png}">
 <h2>Goals</h2><ul>{goals}</ul>
