@@ -10,7 +10,8 @@
                    prune_structured -> export_onnx -> optimize_onnx -> quantize_ort_dynamic
     every candidate, teacher included -> benchmark (one at a time) -> benchmark_reference -> benchmark_production
         -> gate -> promote
-    (benchmark_reference times BERT-base's shape for the "Nx faster" ratios; benchmark_production re-measures
+    (benchmark fits each candidate's out-of-scope rule first; promote takes its calibrated copy;
+    benchmark_reference times BERT-base's shape for the "Nx faster" ratios; benchmark_production re-measures
     the model now in production, the champion, for champion/challenger)
 
 The same function builds the pipeline for kfp.local and for a cluster; the config
@@ -126,6 +127,7 @@ def build_pipeline(cfg: PipelineConfig):
         benchmark: dict = _param(cfg.benchmark),
         gate: dict = _param(cfg.gate),
         model_name: str = cfg.model_name,
+        oos: dict = _param(cfg.oos),
     ) -> Outputs:
         """Distil, quantize, optimize and benchmark a classifier; promote the best one that meets the SLOs.
 
@@ -139,6 +141,7 @@ def build_pipeline(cfg: PipelineConfig):
             benchmark: Warm-up, timed requests, batch sizes, threads, instance price.
             gate: SLOs, selection policy and model registry.
             model_name: Name of the model in the registry (s3://<bucket>/<model_name>/<version>/).
+            oos: Out-of-scope rejection rule, tuned on the validation split and stored with every candidate.
         """
         # Uncached: the data's fingerprint, not its source, decides whether prepare_data (and all after it) is reused.
         fingerprint = step(fingerprint_data_op(data=data), "fingerprint_data").output
@@ -173,6 +176,7 @@ def build_pipeline(cfg: PipelineConfig):
                         benchmark=benchmark,
                         candidate="searched",
                         trial=trial,
+                        oos=oos,
                     ),
                     "benchmark:searched",
                     f"{STEPS['benchmark'].display} searched",
@@ -212,22 +216,24 @@ def build_pipeline(cfg: PipelineConfig):
         models = {c.name: tasks[c.task].outputs[c.output] for c in CANDIDATES if c.task in tasks and not c.per_trial}
 
         # Benchmarks run one after another: candidates never share cores while being timed (the search's own
-        # benchmarks ran inside its loop, before select_student).
-        results, previous = {}, (select if shapes else None)
+        # benchmarks ran inside its loop, before select_student). Each benchmark fits the candidate's oos rule
+        # first; its calibrated copy is what promote may publish.
+        results, calibrated, previous = {}, {}, (select if shapes else None)
         for name, model in models.items():
             bench = step(
-                benchmark_op(model=model, dataset=dataset, benchmark=benchmark, candidate=name),
+                benchmark_op(model=model, dataset=dataset, benchmark=benchmark, candidate=name, oos=oos),
                 f"benchmark:{name}",
                 f"{STEPS['benchmark'].display} {name}",
             )
             if previous is not None:
                 bench.after(previous)
             results[name], previous = bench.outputs["result"], bench
+            calibrated[name] = bench.outputs["calibrated"]
 
         gate_inputs = dict(results)
         if shapes:
             gate_inputs["searched"] = dsl.Collected(s_bench.outputs["result"])
-            models["searched"] = dsl.Collected(s_int8.outputs["out"])
+            calibrated["searched"] = dsl.Collected(s_bench.outputs["calibrated"])
         if cfg.benchmark.reference:
             # BERT-base's shape timed on the same nodes in the same hour: "Nx faster" is a ratio from one run.
             reference = step(
@@ -245,7 +251,10 @@ def build_pipeline(cfg: PipelineConfig):
             champion.after(previous)
             gate_inputs["production"] = champion.outputs["result"]
         decision = step(gate_op(gate=gate, model_name=model_name, **gate_inputs), "gate")
-        step(promote_op(decision=decision.outputs["decision"], gate=gate, model_name=model_name, **models), "promote")
+        step(
+            promote_op(decision=decision.outputs["decision"], gate=gate, model_name=model_name, **calibrated),
+            "promote",
+        )
         return Outputs(
             decision=decision.outputs["decision"],
             report=decision.outputs["report"],

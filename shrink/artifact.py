@@ -80,8 +80,14 @@ class ArtifactMeta:
         return len(self.label_names)
 
     def content_hash(self) -> str:
-        """One sha256 over the file hashes: the identity of the model's bytes."""
-        blob = json.dumps(self.files, sort_keys=True).encode()
+        """One sha256 over the file hashes (and the out-of-scope rule, if any): the identity of what serves.
+
+        Why the rule: it lives in ``shrink.json`` (not a hashed file) yet changes the answers, so
+        the same weights with a refitted rule must be a new model to promotion and the champion
+        match. Artifacts without a rule keep the hash they always had.
+        """
+        ident = self.files if "oos" not in self.extra else {"files": self.files, "oos": self.extra["oos"]}
+        blob = json.dumps(ident, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()
 
     def as_parent(self, uri: str | None = None) -> dict[str, Any]:

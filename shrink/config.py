@@ -443,6 +443,55 @@ class PruneConfig:
 
 
 @dataclass
+class OosConfig:
+    """Out-of-scope rejection, tuned on the validation split and stored with the model (owned by shrink/oos.py).
+
+    ``enabled``: ``auto`` turns the rule on when the labels include ``label`` (CLINC150's
+    ``oos``; BANKING77 has none), ``true`` requires the label. ``rule``: ``max_softmax``
+    (reject when the top probability is below the threshold), ``energy`` (when
+    ``logsumexp`` of the logits is), or ``auto`` (whichever does better on validation).
+    ``threshold`` fixes a max-softmax threshold instead of tuning it.
+    ``expected_oos_share`` is the share of out-of-scope traffic the deployment expects:
+    the threshold maximises validation accuracy with the oos examples reweighted to it
+    (default: the validation split's own share, i.e. plain validation accuracy).
+    """
+
+    enabled: bool | Literal["auto"] = "auto"
+    label: str = "oos"
+    rule: Literal["max_softmax", "energy", "auto"] = "max_softmax"
+    threshold: float | None = None
+    expected_oos_share: float | None = None
+
+    def check(self, where: str) -> None:
+        """A threshold is a probability; a share of traffic below 1 (all out of scope leaves nothing to serve)."""
+        require(bool(self.label.strip()), f"{where}.label", "must not be empty")
+        require(
+            self.threshold is None or 0 < self.threshold < 1,
+            f"{where}.threshold",
+            f"{self.threshold} must be in (0, 1): a max-softmax probability",
+        )
+        require(
+            self.threshold is None or self.rule == "max_softmax",
+            f"{where}.threshold",
+            f"a fixed threshold is a max-softmax probability; it needs rule: max_softmax, not {self.rule}",
+        )
+        share = self.expected_oos_share
+        require(share is None or 0 <= share < 1, f"{where}.expected_oos_share", f"{share} must be in [0, 1)")
+
+    def active(self, label_names: list[str], where: str = "oos") -> bool:
+        """Whether the rule applies to a model with these labels; ``enabled: true`` without the label fails."""
+        if self.enabled == "auto":
+            return self.label in label_names
+        require(
+            not self.enabled or self.label in label_names,
+            f"{where}.label",
+            f"{self.label!r} is not a label of the data (labels: {', '.join(list(label_names)[:5])}"
+            f"{', ...' if len(label_names) > 5 else ''})",
+        )
+        return bool(self.enabled)
+
+
+@dataclass
 class Toleration:
     """A Kubernetes toleration, as kfp-kubernetes takes it."""
 
@@ -540,11 +589,14 @@ class PipelineConfig:
     placement: PlacementConfig = field(default_factory=PlacementConfig)
     images: ImagesConfig = field(default_factory=ImagesConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
+    oos: OosConfig = field(default_factory=OosConfig)
 
     def check(self, where: str) -> None:
         """Value rules the types alone cannot express; the SLOs are checked now but stay a dict for KFP."""
         require(bool(self.model_name.strip()), f"{where}.model_name", "must not be empty")
         gate_config(self.gate, f"{where}.gate")
+        if self.data.labels and self.oos.enabled is True:  # the labels are known before any step runs
+            self.oos.active(self.data.labels, f"{where}.oos")
 
 
 def load_pipeline_config(path: str | Path) -> PipelineConfig:

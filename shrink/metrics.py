@@ -33,10 +33,12 @@ def _ratio(num: float, den: float) -> float:
     return float(num) / float(den) if den else 0.0
 
 
-def accuracy_report(y_true: Sequence[int], y_pred: Sequence[int], label_names: Sequence[str]) -> dict[str, Any]:
+def accuracy_report(
+    y_true: Sequence[int], y_pred: Sequence[int], label_names: Sequence[str], oos_label: str = OOS_LABEL
+) -> dict[str, Any]:
     """The ``accuracy`` section of a benchmark record.
 
-    ``oos`` counts as a class in ``accuracy`` and ``macro_f1``. ``in_scope_accuracy``
+    ``oos`` (``oos_label``) counts as a class in ``accuracy`` and ``macro_f1``. ``in_scope_accuracy``
     is accuracy on the in-scope queries only (predicting ``oos`` for one is wrong):
     with ``oos_recall`` and ``oos_precision`` it separates "knows the intents" from
     "knows when to say no", which a single accuracy hides. All three are ``None``
@@ -72,8 +74,8 @@ def accuracy_report(y_true: Sequence[int], y_pred: Sequence[int], label_names: S
         "per_class_support": {n: int(support[i]) for i, n in enumerate(names)},
         "majority_fraction": float(predicted.max() / t.size),
     }
-    if OOS_LABEL in names:
-        k = names.index(OOS_LABEL)
+    if oos_label in names:
+        k = names.index(oos_label)
         in_scope = t != k
         report["in_scope_accuracy"] = _ratio(np.sum(p[in_scope] == t[in_scope]), np.sum(in_scope))
         report["oos_recall"] = _ratio(cm[k, k], support[k])

@@ -54,8 +54,25 @@ class DatasetRef(TypedDict):
     has_oos: bool
 
 
+# The figures kept for the model without its oos rule (``accuracy.raw``).
+RAW_FIGURES = ("accuracy", "in_scope_accuracy", "oos_recall", "oos_precision", "macro_f1")
+
+
+class RawAccuracy(TypedDict):
+    """The same figures for the bare argmax, the model without its out-of-scope rule."""
+
+    accuracy: float
+    in_scope_accuracy: float | None
+    oos_recall: float | None
+    oos_precision: float | None
+    macro_f1: float
+
+
 class Accuracy(TypedDict):
-    """:func:`shrink.metrics.accuracy_report`: fractions in [0, 1]; the ``oos`` figures None without ``oos``."""
+    """:func:`shrink.metrics.accuracy_report`: fractions in [0, 1]; the ``oos`` figures None without ``oos``.
+
+    With the artifact's out-of-scope rule applied (what serves); ``raw`` without it.
+    """
 
     accuracy: float
     in_scope_accuracy: float | None
@@ -65,6 +82,7 @@ class Accuracy(TypedDict):
     per_class: dict[str, float | None]  # None: the class has no test example
     per_class_support: NotRequired[dict[str, int]]  # absent in records written before it
     majority_fraction: float
+    raw: NotRequired[RawAccuracy]  # absent in records written before the oos rule
 
 
 class Latency(TypedDict):
@@ -139,6 +157,7 @@ class BenchmarkRecord(TypedDict):
     created: str
     duration_s: float
     production: NotRequired[dict[str, Any]]  # the champion's: the alias version it was fetched from
+    oos: NotRequired[dict[str, Any] | None]  # the artifact's oos rule (shrink.oos.OosRule), None: no rule
 
 
 class ErrorRecord(TypedDict):
@@ -293,6 +312,12 @@ def summarize(record: Record, baseline: Record | None) -> dict[str, Any]:
         "throughput_batch": int(best_batch) if best_batch is not None and str(best_batch).isdigit() else None,
         "accuracy": metric_value(record, "accuracy"),
         "oos_recall": metric_value(record, "oos_recall"),
+        "in_scope_accuracy": metric_value(record, "in_scope_accuracy"),
+        # The same three without the oos rule (the bare argmax); None in records written before the rule.
+        "raw_accuracy": metric_value(record, "raw_accuracy"),
+        "raw_in_scope_accuracy": metric_value(record, "raw_in_scope_accuracy"),
+        "raw_oos_recall": metric_value(record, "raw_oos_recall"),
+        "oos_rule": oos_rule_text(record),
         "memory_mb": metric_value(record, "memory_mb"),
         "majority_fraction": metric_value(record, "majority_fraction"),
         "format": artifact.get("format"),
@@ -310,10 +335,25 @@ def summarize(record: Record, baseline: Record | None) -> dict[str, Any]:
     return out
 
 
+def oos_rule_text(record: Record) -> str | None:
+    """The rule in a few characters (``softmax<0.47``, ``energy<5.2``, ``none`` when fitted to reject nothing)."""
+    rule = record.get("oos") if isinstance(record, dict) else None
+    if not isinstance(rule, dict):
+        return None
+    if rule.get("threshold") is None:
+        return "none"
+    name = {"max_softmax": "softmax"}.get(rule.get("rule"), str(rule.get("rule")))
+    return f"{name}<{rule['threshold']:.3g}"
+
+
 def flat_metrics(record: BenchmarkRecord) -> dict[str, float]:
     """The numbers worth a column in the KFP UI: one flat name per figure, no nulls."""
     acc, lat, size = record["accuracy"], record["latency_ms"], record["size"]
+    raw = acc.get("raw") or {}
+    rule = record.get("oos") or {}
     flat = {
+        **{f"raw_{k}": raw.get(k) for k in RAW_FIGURES},
+        "oos_threshold": rule.get("threshold"),
         "accuracy": acc["accuracy"],
         "in_scope_accuracy": acc["in_scope_accuracy"],
         "oos_recall": acc["oos_recall"],

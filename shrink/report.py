@@ -24,8 +24,14 @@ COLUMNS = (
     ("p50_ms", "p50 ms"),
     ("p95_ms", "p95 ms"),
     ("throughput_qps", "req/s"),
+    # With the model's out-of-scope rule (as it serves), then "raw": its bare argmax, without the rule.
     ("accuracy", "accuracy"),
+    ("raw_accuracy", "raw"),
+    ("in_scope_accuracy", "in-scope"),
+    ("raw_in_scope_accuracy", "raw"),
     ("oos_recall", "oos recall"),
+    ("raw_oos_recall", "raw"),
+    ("oos_rule", "oos rule"),
     ("speedup_p50", "speed-up"),
     ("size_reduction", "size -%"),
     ("ref_speedup", "x faster than ref."),
@@ -71,6 +77,9 @@ def _reference_row(decision: dict) -> dict[str, Any] | None:
     }
 
 
+PERCENT = {"accuracy", "raw_accuracy", "in_scope_accuracy", "raw_in_scope_accuracy", "oos_recall", "raw_oos_recall"}
+
+
 def _rows(decision: dict, records: list[dict] | None) -> list[dict[str, Any]]:
     """One row per candidate from the decision; records only fill in a summary the decision lacks."""
     by_name = {r.get("candidate"): r for r in records or [] if isinstance(r, dict)}
@@ -105,7 +114,7 @@ def _cell(key: str, value: Any) -> str:
         return f"{value:.0f}x" if value >= 10 else f"{value:.1f}x"
     if key == "size_reduction":
         return f"{100 * value:.0f}%"
-    if key in ("accuracy", "oos_recall"):
+    if key in PERCENT:
         return f"{100 * value:.1f}"
     if key == "throughput_qps":
         return f"{value:.0f}"
@@ -137,7 +146,7 @@ def format_table(decision: dict, records: list[dict] | None = None) -> str:
             failed = [row["reasons"][0] if row["reasons"] else "?"]
         body.append(cells + [", ".join(failed) or "-"])
     widths = [max(len(str(r[i])) for r in [header, *body]) for i in range(len(header))]
-    numeric = {i for i, (k, _) in enumerate(columns) if k not in ("candidate", "status")}
+    numeric = {i for i, (k, _) in enumerate(columns) if k not in ("candidate", "status", "oos_rule")}
 
     def line(cells):
         pairs = enumerate(zip(cells, widths, strict=True))
@@ -318,7 +327,9 @@ Created {esc(str(decision.get("created", "")))}.</p>
 </tbody></table>
 <p><small>SLO cells: verdict, then measured / limit; hover for how the limit was resolved.
 Speed-up and size reduction are against the teacher; "x faster / smaller than ref." against the reference
-architecture timed in this run.</small></p>
+architecture timed in this run. Accuracy, in-scope accuracy and oos recall are with the model's out-of-scope rule
+(the oos rule column, tuned on the validation split), as it serves; each "raw" column after them is the same
+figure without the rule (the bare argmax).</small></p>
 {f"<p>{esc(_reference_sentence(decision))}.</p>" if reference else ""}
 <h2>Latency, accuracy and size</h2>
 <img alt="p50 latency vs accuracy, bubble area = model size" src="data:image/png;base64,{png}">

@@ -8,6 +8,11 @@ optimisation level, execution provider) and its verified files.
 Formats with their own loading code (PyTorch INT8, sparse storage) name it in
 ``shrink.json`` as ``extra.loader = "shrink.<module>:<function>"``; the
 function takes ``(directory, meta, threads)`` and returns a torch module.
+
+An artifact may carry an out-of-scope rejection rule (``extra.oos``, see
+:mod:`shrink.oos`): :meth:`Classifier.predict` applies it, so every reader of
+predictions (the benchmark's accuracy, the gate through it, serving) sees the
+same decisions.
 """
 
 from __future__ import annotations
@@ -18,14 +23,15 @@ from typing import Any
 
 import numpy as np
 
-from shrink.artifact import ArtifactMeta, read_meta
+from shrink.artifact import META_FILE, ArtifactMeta, read_meta
 from shrink.errors import ShrinkError
+from shrink.oos import OosRule, apply_rule, rule_of
 
 DEFAULT_MAX_LENGTH = 128
 
 
 class Classifier:
-    """A loaded artifact: tokenize, run, argmax. Subclasses implement :meth:`logits`."""
+    """A loaded artifact: tokenize, run, argmax (and its oos rule). Subclasses implement :meth:`logits`."""
 
     def __init__(
         self,
@@ -38,6 +44,7 @@ class Classifier:
         self.meta = meta
         self._tokenizer = None
         self.max_length = max_length or int(meta.settings.get("max_length", DEFAULT_MAX_LENGTH))
+        self.oos_rule: OosRule | None = rule_of(meta, str(self.directory / META_FILE))
         self._backend, self._fields = (None, {})
         if input_names is not None:  # a graph that names its inputs: no need for transformers (nor torch)
             self._backend, self._fields = _tokenizer_from_files(self.directory, self.max_length, input_names)
@@ -80,15 +87,19 @@ class Classifier:
         """Raw scores, shape (batch, labels), for already encoded inputs."""
         raise NotImplementedError
 
+    def decide(self, logits: np.ndarray) -> np.ndarray:
+        """Label ids for logits: the argmax, or the out-of-scope label where the artifact's rule rejects."""
+        return apply_rule(logits, self.oos_rule)
+
     def predict(self, texts: list[str]) -> np.ndarray:
-        """Predicted label ids for raw texts: what a request costs end to end."""
-        return self.logits(self.encode(texts)).argmax(axis=-1)
+        """Predicted label ids for raw texts (the oos rule applied): what a request costs end to end."""
+        return self.decide(self.logits(self.encode(texts)))
 
     def predict_all(self, texts: list[str], batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
-        """(predicted ids, logits) over many texts, in batches."""
+        """(predicted ids with the oos rule applied, raw logits) over many texts, in batches."""
         out = [self.logits(self.encode(texts[i : i + batch_size])) for i in range(0, len(texts), batch_size)]
         logits = np.concatenate(out) if out else np.zeros((0, len(self.label_names)), dtype=np.float32)
-        return logits.argmax(axis=-1), logits
+        return self.decide(logits), logits
 
 
 # transformers' input names -> the attribute of a ``tokenizers.Encoding`` that holds them.

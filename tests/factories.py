@@ -115,11 +115,19 @@ def record(
     content_hash=None,
     has_oos=True,
     labels=None,
+    raw=None,
+    oos_rule=None,
 ):
-    """A hand-made ``shrink.benchmark/v1`` record with the figures a test needs."""
+    """A hand-made ``shrink.benchmark/v1`` record with the figures a test needs.
+
+    ``raw``: the accuracy figures without the model's oos rule (``accuracy.raw``), ``oos_rule``
+    the rule itself (the record's ``oos``); both absent by default, as in records written before it.
+    """
     labels = labels or LABELS
     per_class = per_class or dict.fromkeys(labels, acc)
+    extra = {"oos": oos_rule} if oos_rule is not None else {}
     return {
+        **extra,
         "schema": "shrink.benchmark/v1",
         "candidate": name,
         "artifact": {
@@ -140,6 +148,7 @@ def record(
             "macro_f1": acc,
             "per_class": per_class,
             "majority_fraction": majority,
+            **({"raw": raw} if raw is not None else {}),
         },
         "latency_ms": {
             "p50": p50,

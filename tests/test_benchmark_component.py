@@ -20,24 +20,37 @@ def _outputs(tmp_path):
         Artifact(uri=str(tmp_path / "result.json")),
         Metrics(uri=str(tmp_path / "metrics")),
         ClassificationMetrics(uri=str(tmp_path / "confusion")),
+        Model(uri=str(tmp_path / "calibrated")),
     )
 
 
 def test_benchmark_component_on_the_tiny_model(tmp_path, tiny_artifact, clinc_slice):
-    result, metrics, confusion = _outputs(tmp_path)
+    from shrink.artifact import read_meta
+
+    result, metrics, confusion, calibrated = _outputs(tmp_path)
     benchmark.python_func(
         model=Model(uri=str(tiny_artifact)),
         dataset=Dataset(uri=str(clinc_slice)),
         benchmark=SMALL,
         candidate="student",
+        oos={},
         result=result,
         metrics=metrics,
         confusion=confusion,
+        calibrated=calibrated,
     )
 
     record = json.loads((tmp_path / "result.json").read_text())
     assert record["schema"] == "shrink.benchmark/v1" and record["candidate"] == "student"
-    assert record["artifact"]["uri"] == str(tiny_artifact) and record["artifact"]["technique"] == "distill"
+    # What is measured is the calibrated copy promote takes: the model's bytes, with its fitted oos rule.
+    assert record["artifact"]["uri"] == calibrated.uri and record["artifact"]["technique"] == "distill"
+    meta = read_meta(calibrated.path)
+    assert meta.content_hash() == record["artifact"]["content_hash"]
+    assert meta.files == read_meta(tiny_artifact).files  # the same bytes; the rule makes it a new identity
+    assert meta.content_hash() != read_meta(tiny_artifact).content_hash()
+    assert record["oos"] == meta.extra["oos"] and record["oos"]["label"] == "oos"
+    assert calibrated.metadata["content_hash"] == meta.content_hash()
+    assert set(record["accuracy"]["raw"]) >= {"accuracy", "in_scope_accuracy", "oos_recall"}
     assert record["latency_ms"]["samples"] == 50 and record["latency_ms"]["warmup"] == 5
     assert record["threads"]["intra_op"] == 1 and record["threads"]["inter_op"] == 1
     assert record["latency_ms"]["rounds"] == 3 and len(record["latency_ms"]["round_p50"]) == 3
@@ -61,6 +74,9 @@ def test_benchmark_component_on_the_tiny_model(tmp_path, tiny_artifact, clinc_sl
         "parameters",
         "nonzero_parameters",
         "usd_per_million",
+        "raw_accuracy",
+        "raw_in_scope_accuracy",
+        "raw_oos_recall",
     ):
         assert isinstance(m[key], float), key
     assert m["p50_ms"] == record["latency_ms"]["p50"] and m["size_mb"] == record["size"]["model_mb"]
@@ -92,19 +108,67 @@ def test_benchmark_component_refuses_mismatched_labels_and_publishes_nothing(
     write_artifact(
         bad, format="pytorch", precision="fp32", label_names=list(reversed(meta.label_names)), technique="distill"
     )
-    result, metrics, confusion = _outputs(tmp_path)
+    result, metrics, confusion, calibrated = _outputs(tmp_path)
     with pytest.raises(SystemExit) as exc:
         benchmark.python_func(
             model=Model(uri=str(bad)),
             dataset=Dataset(uri=str(clinc_slice)),
             benchmark=SMALL,
             candidate="student",
+            oos={},
             result=result,
             metrics=metrics,
             confusion=confusion,
+            calibrated=calibrated,
         )
     assert exc.value.code == 3  # shrink.kfp_io.EXIT_EXPECTED: a ShrinkError
     err = capsys.readouterr().err
     assert "error: " in err and "label names disagree" in err and "the same names in a different order" in err
-    assert not (tmp_path / "result.json").exists()
+    assert not (tmp_path / "result.json").exists() and not (tmp_path / "calibrated").exists()
     assert metrics.metadata == {} and confusion.metadata == {} and result.metadata == {}
+
+
+def test_benchmark_component_without_an_oos_rule_measures_and_passes_on_a_plain_copy(
+    tmp_path, tiny_artifact, clinc_slice
+):
+    from shrink.artifact import read_meta
+
+    result, metrics, confusion, calibrated = _outputs(tmp_path)
+    benchmark.python_func(
+        model=Model(uri=str(tiny_artifact)),
+        dataset=Dataset(uri=str(clinc_slice)),
+        benchmark=SMALL,
+        candidate="student",
+        oos={"enabled": False},
+        result=result,
+        metrics=metrics,
+        confusion=confusion,
+        calibrated=calibrated,
+    )
+    record = json.loads((tmp_path / "result.json").read_text())
+    meta = read_meta(calibrated.path)
+    assert record["oos"] is None and "oos" not in meta.extra and calibrated.metadata["oos_rule"] == "off"
+    assert meta.content_hash() == read_meta(tiny_artifact).content_hash()
+    raw, acc = record["accuracy"]["raw"], record["accuracy"]
+    assert all(raw[k] == acc[k] for k in ("accuracy", "in_scope_accuracy", "oos_recall")), "no rule: raw is served"
+    assert "oos_threshold" not in metrics.metadata
+
+
+def test_benchmark_component_refuses_a_bad_oos_section_with_one_line(tmp_path, tiny_artifact, clinc_slice, capsys):
+    result, metrics, confusion, calibrated = _outputs(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        benchmark.python_func(
+            model=Model(uri=str(tiny_artifact)),
+            dataset=Dataset(uri=str(clinc_slice)),
+            benchmark=SMALL,
+            candidate="student",
+            oos={"label": "out_of_scope", "enabled": True},
+            result=result,
+            metrics=metrics,
+            confusion=confusion,
+            calibrated=calibrated,
+        )
+    assert exc.value.code == 3
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+    assert len(err) == 1 and "oos.label: 'out_of_scope' is not a label of the data" in err[0]
+    assert not (tmp_path / "result.json").exists() and not (tmp_path / "calibrated").exists()

@@ -116,4 +116,6 @@ def test_every_candidate_is_produced_benchmarked_gated_and_promotable(tmp_path):
         producer = {"producerTask": by_display[display_name(c.task)], "outputArtifactKey": c.output}
         assert tasks[bench]["inputs"]["artifacts"]["model"]["taskOutputArtifact"] == producer, c.name
         assert gate_in[c.name]["taskOutputArtifact"] == {"producerTask": bench, "outputArtifactKey": "result"}
-        assert promote_in[c.name]["taskOutputArtifact"] == producer, c.name
+        # Promote publishes what was measured: the benchmark's copy with its fitted oos rule.
+        calibrated = {"producerTask": bench, "outputArtifactKey": "calibrated"}
+        assert promote_in[c.name]["taskOutputArtifact"] == calibrated, c.name

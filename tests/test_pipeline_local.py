@@ -65,6 +65,10 @@ def test_promoted_version_is_complete_behind_the_alias(run):
     clf = open_classifier(local)
     assert clf.label_names == sorted(SLICE_LABELS)
     assert len(clf.predict(["what's the weather like", "book me a flight to paris"])) == 2
+    # What was promoted is the benchmark's calibrated copy: it carries the rule the gate's figures were measured with.
+    assert clf.oos_rule is not None and clf.oos_rule.label == "oos"
+    record = json.loads((tmp / "promoted" / "benchmark.json").read_text())
+    assert record["oos"] == clf.oos_rule.to_dict() and record["artifact"]["content_hash"] == pointer["content_hash"]
 
 
 def test_rerun_re_measures_the_champion_and_keeps_it(run):

@@ -13,7 +13,15 @@ def run_gate():
     records = [
         record("teacher", acc=0.92, p50=8.0, p95=10.0, size=90.0),
         record("student", acc=0.91, p50=4.0, p95=5.0, size=45.0),
-        record("ort_int8_dynamic", acc=0.905, p50=2.0, p95=2.5, size=23.0),
+        record(
+            "ort_int8_dynamic",
+            acc=0.905,
+            p50=2.0,
+            p95=2.5,
+            size=23.0,
+            raw={"accuracy": 0.871, "in_scope_accuracy": 0.947, "oos_recall": 0.493},
+            oos_rule={"rule": "max_softmax", "threshold": 0.4712, "label": "oos"},
+        ),
         record("torch_int8", acc=0.80, p50=3.0, p95=3.5, size=30.0),
         {"candidate": "onnx_fp32", "error": "bench/onnx_fp32.json: benchmark result unreadable"},
     ]
@@ -95,11 +103,14 @@ def test_format_table_is_aligned_and_names_failures():
     assert len(table) == 2 + 5
     # Columns line up: wherever the rule line has its two-space gaps, every row has blanks.
     gaps = [m.start() for m in re.finditer(r"(?<=-)  (?=-)", table[1])]
-    assert len(gaps) == 10
+    assert len(gaps) == 15
     for line in table:
         assert all(line[i : i + 2] == "  " for i in gaps), line
     int8 = next(line for line in table if line.startswith("ort_int8_dynamic *"))
     assert " pass " in int8 and "4.00x" in int8
+    # With the oos rule and without it (raw), side by side; a record without a rule has no raw figures.
+    assert re.search(r" 90\.5 +87\.1 +90\.5 +94\.7 +60\.0 +49\.3 +softmax<0\.471 ", int8), int8
+    assert re.search(r" 91\.0 +- +91\.0 +- +60\.0 +- +- ", next(line for line in table if line.startswith("student")))
     torch = next(line for line in table if line.startswith("torch_int8"))
     assert "max_accuracy_drop" in torch and "max_p95_latency_ms" not in torch
     assert "benchmark missing or invalid" in next(line for line in table if line.startswith("onnx_fp32"))

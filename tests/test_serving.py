@@ -213,6 +213,41 @@ def test_health_metadata_and_metrics(server, exported):
     assert server.metric("shrink_serve_request_seconds_count", model="model", protocol="v1") >= before + 1
 
 
+def test_the_served_out_of_scope_answer_is_the_artifacts_rule(tmp_path, exported, clinc_slice):
+    """A calibrated copy (oos rule in shrink.json) serves the rule's decisions on both protocols."""
+    from shrink.calibration import calibrate
+    from shrink.config import OosConfig
+    from shrink.data import load_prepared
+    from shrink.runtime import open_classifier
+
+    model = tmp_path / "calibrated"
+    rule = calibrate(exported, clinc_slice, model, OosConfig(expected_oos_share=0.5))
+    texts = list(load_prepared(clinc_slice)[0]["validation"]["text"])
+    clf = open_classifier(model)
+    predicted, logits = clf.predict_all(texts)
+    flipped = [t for t, p, r in zip(texts, predicted, logits.argmax(axis=1), strict=True) if p != r][:8]
+    assert flipped, "the rule changed no answer: nothing to check"
+    srv = Server(tmp_path / "serve", "--model", str(model)).wait_live()
+    try:
+        info = srv.metadata()
+        assert info["oos_rule"] == {
+            "rule": rule.rule,
+            "threshold": rule.threshold,
+            "label": "oos",
+            "expected_oos_share": 0.5,
+        }
+        assert info["oos_labels"] == ["oos"]
+        status, _, body = srv.v1(flipped)
+        assert status == 200
+        assert [p["label"] for p in body["predictions"]] == ["oos"] * len(flipped)
+        assert all(p["out_of_scope"] and p["score"] < rule.threshold for p in body["predictions"])
+        status, _, body = srv.v2(flipped)
+        out = {o["name"]: o["data"] for o in body["outputs"]}
+        assert status == 200 and out["label"] == ["oos"] * len(flipped) and all(out["out_of_scope"])
+    finally:
+        srv.stop()
+
+
 def test_a_repeated_text_is_a_cache_hit(server):
     hits = server.metric("shrink_serve_cache_hits_total", model="model")
     misses = server.metric("shrink_serve_cache_misses_total", model="model")

@@ -2,9 +2,11 @@
 
 The model is :func:`shrink.runtime.open_classifier`'s object, the very one the
 benchmark times, so what was measured is what serves: the artifact's own
-tokenizer and runtime settings, its files verified on load. The label is the
-argmax of the logits, exactly as ``Classifier.predict``; the score is its
-softmax probability.
+tokenizer and runtime settings, its files verified on load. The label is
+``Classifier.predict``'s: the argmax of the logits, or the out-of-scope label
+where the artifact's rejection rule (:mod:`shrink.oos`) says so, the very
+decision the benchmark measured; the score is the top softmax probability
+(the model's confidence, which a max-softmax rule compares with its threshold).
 
 The answer cache lives here too because its key must be exact: two texts share
 an entry only when the model cannot tell them apart. The key is the text as the
@@ -125,13 +127,27 @@ class LoadedModel:
                 f"{version.content_hash[:12]} of version {version.version}"
             )
         self.labels = list(self.meta.label_names)
-        self._oos = np.array([name in oos_labels for name in self.labels])
+        rule = self.classifier.oos_rule
+        self.oos_labels = [n for n in self.labels if n in oos_labels or (rule is not None and n == rule.label)]
+        self._oos = np.array([name in self.oos_labels for name in self.labels])
         self.oos_threshold = oos_threshold
         self.max_batch_size = max_batch_size
         self.key = cache_key_function(self.classifier)
         if warmup:
             self.warm()
         self.load_seconds = time.perf_counter() - start
+
+    def oos_rule_summary(self) -> dict | None:
+        """The artifact's out-of-scope rule for the model's metadata: which score, threshold, label, tuned share."""
+        rule = self.classifier.oos_rule
+        if rule is None:
+            return None
+        return {
+            "rule": rule.rule,
+            "threshold": rule.threshold,
+            "label": rule.label,
+            "expected_oos_share": rule.expected_oos_share,
+        }
 
     def warm(self) -> None:
         """Answer a batch of one and a full batch once; raise ShrinkError when the model cannot answer."""
@@ -160,7 +176,7 @@ class LoadedModel:
                     f"{bool(np.isfinite(logits).all())}) for {len(chunk)} texts and "
                     f"{len(self.labels)} labels"
                 )
-            ids = logits.argmax(axis=-1)
+            ids = self.classifier.decide(logits)  # the artifact's oos rule, as Classifier.predict applies it
             shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
             scores = (shifted.max(axis=-1) / shifted.sum(axis=-1)).astype(float)
             oos = self._oos[ids]

@@ -49,8 +49,11 @@ class ServeConfig:
             tokenizing (the tokenizer keeps far fewer tokens anyway); bounds
             the CPU a single request can take.
         max_request_texts: Most texts one request may carry.
-        oos_labels: Labels that mean "out of scope" (CLINC150's ``oos``).
-        oos_threshold: Also out of scope when the top score is below this.
+        oos_labels: Labels that mean "out of scope" (CLINC150's ``oos``); the label of the
+            artifact's own rejection rule (``shrink.json`` ``extra.oos``) always does.
+        oos_threshold: Also flag out of scope when the top score is below this, on top of
+            the artifact's rule (the label stays the model's). The rule tuned on
+            validation and measured by the benchmark is the one to rely on.
         warmup: Run a few batches through a model before it takes traffic.
         access_log: Log one line per request (KServe's and uvicorn's); off by
             default, it costs throughput.

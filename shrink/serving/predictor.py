@@ -146,7 +146,8 @@ class ShrinkPredictor(Model):
                 precision=meta.precision,
                 technique=meta.technique,
                 labels=model.labels,
-                oos_labels=[n for n in model.labels if n in self.cfg.oos_labels],
+                oos_labels=model.oos_labels,
+                oos_rule=model.oos_rule_summary(),
                 max_length=model.classifier.max_length,
                 previous_version=self.holder.previous_version,
             )
