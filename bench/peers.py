@@ -28,7 +28,8 @@ split and of the validation split (a second held-out sample: differences of a fe
 of a point between these models are within either split's noise), batch 1, as served; and
 on the test split the way shrink's benchmark measures it for the gate ("x64": batches of
 64 texts of similar length, which moves a dynamically quantized model's activation
-scales). Size: the weight files.
+scales). Agreement: the share of test texts on which a model predicts what the FP32
+optimized graph predicts, at batch 1. Size: the weight files.
 
     .venv/bin/python bench/peers.py --run .shrink/runs/<run-id> [--out results/peers]
         [--queries 1200] [--rounds 12] [--config pipelines/configs/clinc150.yaml]
@@ -291,35 +292,38 @@ def accuracy_as_benchmarked(directory: Path, texts: list[str], labels, batch_siz
 
 
 def find_in_run(run: Path) -> dict[str, Path]:
-    """The student, its FP32 export, its optimized graph and the prepared dataset among a demo run's step outputs."""
+    """The student, its FP32 export, its optimized graph and the prepared dataset among a demo run's step outputs.
+
+    The pipeline's own ``export-onnx`` output is preferred (a run folder may hold other
+    artifacts: the structured branch, a later experiment); the optimized graph and the
+    student are then the ones linked to it by their content hashes.
+    """
     from shrink.artifact import read_meta
 
-    found: dict[str, Path] = {}
+    metas = {}
     for meta_file in sorted(run.rglob("shrink.json")):
-        directory = meta_file.parent
         try:
-            meta = read_meta(directory, verify=False)
+            metas[meta_file.parent] = read_meta(meta_file.parent, verify=False)
         except Exception:  # noqa: BLE001 - a run folder holds other JSON artifacts too
             continue
-        kind = {"onnx-export": "onnx", "ort-optimize": "optimized"}.get(meta.technique)
-        if kind and "structured" not in str(directory) and kind not in found:
-            found[kind] = directory
-    if "onnx" in found:
-        parent = read_meta(found["onnx"], verify=False).parent or {}
-        for meta_file in sorted(run.rglob("shrink.json")):
-            try:
-                meta = read_meta(meta_file.parent, verify=False)
-            except Exception:  # noqa: BLE001
-                continue
-            if meta.format == "pytorch" and meta.content_hash() == parent.get("content_hash"):
-                found["student"] = meta_file.parent
-                break
-    dataset = sorted(run.rglob("shrink-data.json"))
+    exports = [d for d, m in metas.items() if m.technique == "onnx-export" and "structured" not in str(d)]
+    exports.sort(key=lambda d: (d.parent.name != "export-onnx" and "export-onnx" not in d.parts, str(d)))
+    if not exports:
+        raise SystemExit(f"error: {run}: no onnx-export artifact found in this run")
+    found: dict[str, Path] = {"onnx": exports[0]}
+    onnx_meta = metas[exports[0]]
+    for directory, meta in metas.items():
+        parent = (meta.parent or {}).get("content_hash")
+        if meta.technique == "ort-optimize" and parent == onnx_meta.content_hash():
+            found.setdefault("optimized", directory)
+        if meta.format == "pytorch" and meta.content_hash() == (onnx_meta.parent or {}).get("content_hash"):
+            found.setdefault("student", directory)
+    dataset = sorted(run.rglob("shrink-data.json"), key=lambda f: ("prepare-data" not in f.parts, str(f)))
     if dataset:
         found["dataset"] = dataset[0].parent
     missing = [k for k in ("student", "onnx", "optimized") if k not in found]
     if missing:
-        raise SystemExit(f"error: {run}: no {', '.join(missing)} artifact found in this run")
+        raise SystemExit(f"error: {run}: no {', '.join(missing)} artifact linked to {exports[0]}")
     return found
 
 
@@ -402,12 +406,14 @@ def main(argv: list[str] | None = None) -> int:
 
     timing = time_side_by_side(dirs, queries, args.rounds)
     rows = {}
+    fp32_accuracy, fp32_pred = accuracy(paths["optimized"], texts, labels)
     for name, directory in dirs.items():
         meta = read_meta(directory)
-        acc, _ = accuracy(directory, texts, labels)
+        acc, pred = accuracy(directory, texts, labels)
         rows[name] = {
             **timing[name],
             "accuracy": acc,
+            "agreement_with_fp32": float(np.mean(np.asarray(pred) == np.asarray(fp32_pred))),
             "validation_accuracy": accuracy(directory, val_texts, val_labels)[0],
             "benchmark_accuracy": accuracy_as_benchmarked(directory, texts, labels),
             "size_mb": sum(model_files(directory, meta).values()) / 1e6,
@@ -426,6 +432,7 @@ def main(argv: list[str] | None = None) -> int:
         "rounds": args.rounds,
         "test_examples": len(texts),
         "faster_peer": faster_peer,
+        "fp32_accuracy": fp32_accuracy,
         "shrink_variant": shrink_meta.settings.get("variant"),
         "shrink_variants": shrink_meta.extra.get("variants"),
         "peer_versions": {"optimum": optimum.get("versions"), "olive": olive.get("versions")},
@@ -434,16 +441,18 @@ def main(argv: list[str] | None = None) -> int:
     (out / "peers.json").write_text(json.dumps(result, indent=2, default=str))
     lines = [
         f"Batch 1, one thread, {len(queries)} CLINC150 test queries x {args.rounds} interleaved rounds; "
-        f"accuracy on {len(texts)} test and {len(val_texts)} validation texts at batch 1. "
+        f"accuracy on {len(texts)} test and {len(val_texts)} validation texts at batch 1 (FP32: {fp32_accuracy:.2%} "
+        "test); agreement with the FP32 ONNX model's test predictions; x64: test accuracy as benchmarked. "
         f"shrink's variant: {result['shrink_variant']}.",
         "",
-        "| model | p50 ms | p95 ms | model p50 ms | p50 / faster peer | test acc. | val acc. | test acc. x64 | MB |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| model | p50 ms | p95 ms | model p50 ms | p50 / faster peer | test acc. | agree FP32 | val acc. | x64 | MB |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in rows.items():
         lines.append(
             f"| {name} | {r['p50_ms']:.3f} | {r['p95_ms']:.3f} | {r['model_p50_ms']:.3f} | "
-            f"{r['p50_ratio_to_faster_peer']:.3f} | {r['accuracy']:.2%} | {r['validation_accuracy']:.2%} | "
+            f"{r['p50_ratio_to_faster_peer']:.3f} | {r['accuracy']:.2%} | {r['agreement_with_fp32']:.2%} | "
+            f"{r['validation_accuracy']:.2%} | "
             f"{r['benchmark_accuracy']:.2%} | {r['size_mb']:.1f} |"
         )
     (out / "peers.md").write_text("\n".join(lines) + "\n")
