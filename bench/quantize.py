@@ -9,7 +9,10 @@ then run through ``shrink.runtime.open_classifier`` on the whole test split:
 - ONNX FP32 (export) and ONNX optimized (fused);
 - ORT dynamic INT8 of the optimized graph and of the plain export, with the
   MatMulInteger kernel (per-tensor and per-channel weights) and the MatMulNBits
-  kernel; ORT static INT8 (QDQ) of the plain export and of the optimized graph.
+  kernel, each as ORT fuses it (SkipLayerNormalization) and, on the optimized graph,
+  with the LayerNorms split (Sum + LayerNormalization); the step's own search
+  (``ort-dyn-auto``, what the pipeline ships); ORT static INT8 (QDQ) of the plain
+  export (LayerNorms split, the default, and not) and of the optimized graph.
 
 Columns: weight-file size (MB) and compression against the PyTorch FP32 file,
 accuracy, argmax agreement with PyTorch FP32, max abs logit difference.
@@ -40,10 +43,15 @@ def variants(model: Path, out: Path, cfg, parity: list[str], calibration: list[s
     from shrink.onnx_export import export_onnx, optimize_onnx
     from shrink.quantize import quantize_ort_dynamic, quantize_ort_static, quantize_torch_dynamic
 
-    integer = replace(cfg, matmul_kernel="integer")
-    tensor, channel = replace(integer, per_channel=False), replace(integer, per_channel=True)
-    nbits = replace(cfg, matmul_kernel="nbits", per_channel=True)
+    def dyn(kernel: str, per_channel: bool, layernorm: str):
+        """One explicit ORT dynamic variant: the step's search restricted to it (nothing timed)."""
+        return replace(
+            cfg, matmul_kernel=kernel, per_channel=per_channel, search=replace(cfg.search, layernorm=[layernorm])
+        )
+
+    tensor, channel, nbits = dyn("integer", False, "skip"), dyn("integer", True, "skip"), dyn("nbits", True, "skip")
     opt, plain = out / "onnx-optimized", out / "onnx-fp32"
+    static_skip = replace(cfg, per_channel=True, search=replace(cfg.search, layernorm=["skip"]))
     steps = [
         ("torch-int8-linear-only", lambda o: quantize_torch_dynamic(model, o, replace(cfg, quantize_embeddings=False))),
         ("torch-int8", lambda o: quantize_torch_dynamic(model, o, cfg)),
@@ -54,6 +62,19 @@ def variants(model: Path, out: Path, cfg, parity: list[str], calibration: list[s
         ("ort-dyn-plain-integer-per-channel", lambda o: quantize_ort_dynamic(plain, o, channel)),
         ("ort-dyn-optimized-nbits", lambda o: quantize_ort_dynamic(opt, o, nbits)),
         ("ort-dyn-plain-nbits", lambda o: quantize_ort_dynamic(plain, o, nbits)),
+        # The same with the residual LayerNorms as Sum + LayerNormalization (shrink.quantize.split_layernorm).
+        (
+            "ort-dyn-optimized-integer-per-tensor-split",
+            lambda o: quantize_ort_dynamic(opt, o, dyn("integer", False, "split")),
+        ),
+        (
+            "ort-dyn-optimized-integer-per-channel-split",
+            lambda o: quantize_ort_dynamic(opt, o, dyn("integer", True, "split")),
+        ),
+        ("ort-dyn-optimized-nbits-split", lambda o: quantize_ort_dynamic(opt, o, dyn("nbits", True, "split"))),
+        # What the pipeline ships: the step's search (config defaults), the plain export offered too.
+        ("ort-dyn-auto", lambda o: quantize_ort_dynamic(opt, o, cfg, plain_dir=plain)),
+        ("ort-static-plain-per-channel-skip", lambda o: quantize_ort_static(plain, o, static_skip, calibration)),
         (
             "ort-static-plain-per-channel",
             lambda o: quantize_ort_static(plain, o, replace(cfg, per_channel=True), calibration),

@@ -294,6 +294,59 @@ class RuntimeConfig:
         require(bool(self.execution_provider.strip()), f"{where}.execution_provider", "must not be empty")
 
 
+Int8Kernel = Literal["integer-per-tensor", "integer-per-channel", "nbits"]
+
+
+@dataclass
+class Int8SearchConfig:
+    """What ORT dynamic INT8 tries when ``quantize.matmul_kernel`` is "auto", and how it keeps one.
+
+    Every combination of the four lists is built, judged against the FP32 reference
+    on the parity slice and timed (batch 1, in one process, interleaved rounds).
+    ``kernels``: MatMulInteger with one weight scale per tensor or per output channel,
+    or MatMulNBits (8-bit blocks). ``graphs``: the ORT-fused graph (optimize_onnx) and/or
+    the plain export, where the step is given both. ``embeddings``: int8 (QEmbedLayerNorm
+    / quantized Gather) or fp32; null follows ``quantize_embeddings``. ``layernorm``:
+    "skip" leaves ORT's SkipLayerNormalization, "split" writes Sum + LayerNormalization
+    (the same arithmetic; ORT 1.32's CPU SkipLayerNormalization is a scalar loop, see
+    shrink/quantize.py).
+
+    The accuracy budget: a variant is eligible when its agreement with FP32 is at least
+    ``min_agreement`` and at most ``max_agreement_drop`` below the best variant's. Why a
+    drop from the best and not only a floor: the floor keeps a broken variant out, the drop
+    keeps out one that is merely worse than another on this model (on the demo's student
+    per-tensor weights agree 97.8%, per-channel 99.0%, MatMulNBits 99.2%; which kernel loses
+    accuracy differs from model to model). 0.005 is 2.5 texts of the default 500: two
+    variants that each disagree with FP32 on ~1% of the texts differ by ~0.6 point from
+    sampling alone, so a smaller drop would pick by noise. The fastest eligible variant wins;
+    one within ``tie_margin`` of it (the run-to-run spread of a short in-step timing) wins
+    instead if it agrees more with FP32, then if it is smaller.
+    """
+
+    kernels: list[Int8Kernel] = field(default_factory=lambda: ["integer-per-tensor", "integer-per-channel", "nbits"])
+    graphs: list[Literal["fused", "plain"]] = field(default_factory=lambda: ["fused"])
+    embeddings: list[Literal["int8", "fp32"]] | None = None
+    layernorm: list[Literal["skip", "split"]] = field(default_factory=lambda: ["skip", "split"])
+    min_agreement: float = 0.97
+    max_agreement_drop: float = 0.005
+    tie_margin: float = 0.03
+    # Timing: each round runs every variant (order rotated) on ``timing_requests`` parity texts.
+    timing_rounds: int = 8
+    timing_requests: int = 60
+
+    def check(self, where: str) -> None:
+        """Empty lists, repeats and out-of-range budgets fail here, not after minutes of quantizing."""
+        for name in ("kernels", "graphs", "layernorm") + (("embeddings",) if self.embeddings is not None else ()):
+            values = getattr(self, name)
+            require(bool(values), f"{where}.{name}", "must name at least one choice")
+            require(len(set(values)) == len(values), f"{where}.{name}", f"{values} repeats a choice")
+        require(0 <= self.min_agreement <= 1, f"{where}.min_agreement", "must be in [0, 1]")
+        require(0 <= self.max_agreement_drop <= 1, f"{where}.max_agreement_drop", "must be in [0, 1]")
+        require(0 <= self.tie_margin < 1, f"{where}.tie_margin", "must be in [0, 1)")
+        require(self.timing_rounds >= 1, f"{where}.timing_rounds", "must be >= 1")
+        require(self.timing_requests >= 1, f"{where}.timing_requests", "must be >= 1")
+
+
 @dataclass
 class QuantizeConfig:
     """INT8 quantization and ONNX Runtime settings (owned by shrink/quantize.py and shrink/onnx_export.py)."""
@@ -302,9 +355,10 @@ class QuantizeConfig:
     # One weight scale per output channel: per-tensor INT8 cost MiniLM-L6 0.8 accuracy point on CLINC150.
     per_channel: bool = True
     reduce_range: bool = False
-    # MatMul kernel of ORT dynamic INT8 (see shrink/quantize.py): "nbits" = MatMulNBits, 8-bit weights in
-    # blocks of ``block_size`` with int8 compute; "integer" = MatMulInteger with per-tensor activations.
-    matmul_kernel: Literal["nbits", "integer"] = "nbits"
+    # MatMul kernel of ORT dynamic INT8 (see shrink/quantize.py): "auto" tries ``search`` and keeps the fastest
+    # within the accuracy budget; "nbits" (MatMulNBits, 8-bit blocks of ``block_size``, int8 compute) or
+    # "integer" (MatMulInteger, per_channel decides the weight scales) restrict the search to that kernel.
+    matmul_kernel: Literal["auto", "nbits", "integer"] = "auto"
     block_size: int = 128
     quantize_embeddings: bool = True
     # Module / ONNX node names containing one of these stay FP32: the pooler and classifier see one
@@ -314,6 +368,7 @@ class QuantizeConfig:
     calibration_samples: int = 256
     calibration_method: Literal["minmax", "entropy", "percentile"] = "minmax"
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    search: Int8SearchConfig = field(default_factory=Int8SearchConfig)
 
     def check(self, where: str) -> None:
         """Value rules the types alone cannot express."""

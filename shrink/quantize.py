@@ -26,12 +26,31 @@ one thread of a shared 2-core AMD EPYC, PyTorch FP32 11.7 ms):
 
 ORT figures are for the optimized (fused) graph unless noted; p50 is one
 request end to end (tokenize + run), 300 requests, so +-0.3 ms.
+
+The demo's distilled student (3 of those layers, FP32 accuracy 86.27%) ranks the
+kernels differently, which is why ORT dynamic INT8 measures its variants on each
+model instead of fixing one (:func:`quantize_ort_dynamic`). bench/quantize.py,
+full test split at batch 64 (accuracy, agreement); p50: the step's own timing
+(batch 1, one thread, interleaved, same process):
+
+    ORT dynamic, fused graph                   accuracy  agreement  p50 ms   +split LN
+    MatMulInteger, per-tensor                    86.45%     97.71%   0.453      0.350
+    MatMulInteger, per-channel (the winner)      86.42%     98.33%   0.466      0.379
+    MatMulNBits (the former default)             86.35%     99.16%   0.640      0.569
+    ORT static QDQ, plain export                 86.42%     97.73%   0.555      0.458
+
+"split LN" is :func:`split_layernorm`, the same model with its residual
+LayerNorms written so that ORT 1.32 does not run them as SkipLayerNormalization.
+Side by side with optimum-onnx's and Olive's INT8 of the same student see
+bench/peers.py and docs/quantization.md.
 """
 
 from __future__ import annotations
 
 import random
+import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +71,7 @@ from shrink.onnx_export import (
     measure_against_parity,
     open_onnx_source,
     quantized_ops,
+    read_parity,
     require_classifier,
     runtime_settings,
     weights_bytes,
@@ -332,6 +352,8 @@ def _finish_int8(
     technique: str,
     settings: dict[str, Any],
     parent_uri: str | None,
+    extra: dict[str, Any] | None = None,
+    extra_metrics: dict[str, Any] | None = None,
 ) -> ArtifactMeta:
     """Seal an INT8 ONNX artifact, then record its size, ops and agreement with the FP32 reference."""
     copy_companions(model_dir, out)
@@ -355,11 +377,13 @@ def _finish_int8(
             "model_file": MODEL_FILE,
             "quantized_ops": ops,
             **({"reference": PARITY_FILE} if (out / PARITY_FILE).is_file() else {}),
+            **(extra or {}),
         },
     )
     sealed = write_artifact(out, **common)
     size, parent_size = weights_bytes(out, sealed), weights_bytes(model_dir, meta)
     metrics: dict[str, Any] = {"size_mb": size / 1e6, "compression": parent_size / size if size else 0.0}
+    metrics |= extra_metrics or {}
     parity = measure_against_parity(out)
     warnings = []
     if parity is not None:
@@ -385,6 +409,11 @@ def _finish_int8(
 
 # MatMulNBits' compute type: 4 = int8 (activations quantized per block at run time), the fast path on CPUs.
 NBITS_ACCURACY_LEVEL = 4
+# Ops only the ORT transformers optimizer writes: a graph holding one is the fused graph.
+_FUSED_OPS = frozenset({"Attention", "SkipLayerNormalization", "EmbedLayerNormalization", "BiasGelu"})
+# The kernel a search falls back to when there is no FP32 reference to judge accuracy by: the most
+# accurate on the models measured (MiniLM-L6: agreement 99.35% against 98.2% / 96.2% for MatMulInteger).
+_SAFEST_KERNEL = "nbits"
 
 
 def _nbits_matmuls(source: Path, target: Path, cfg: QuantizeConfig, exclude: list[str]) -> int:
@@ -409,91 +438,464 @@ def _nbits_matmuls(source: Path, target: Path, cfg: QuantizeConfig, exclude: lis
     return sum(n.op_type == "MatMulNBits" for n in quantizer.model.model.graph.node)
 
 
-def quantize_ort_dynamic(
-    model_dir: str | Path, out_dir: str | Path, cfg: QuantizeConfig, parent_uri: str | None = None
-) -> ArtifactMeta:
-    """ONNX Runtime dynamic INT8: weights quantized offline, activations at run time.
+def split_layernorm(model) -> int:
+    """Rewrite every residual-add LayerNorm as ``Sum`` + ``LayerNormalization``, in place; returns how many.
 
-    ``onnxruntime.quantization.quantize_dynamic`` quantizes Attention (-> QAttention)
-    in a fused graph and, with ``quantize_embeddings``, the word-embedding Gather /
-    EmbedLayerNormalization (-> QEmbedLayerNormalization), which is what takes the
-    file to ~1/4 (see the module docstring). Nodes named by ``keep_fp32`` (the
-    pooler and classifier by default) stay FP32.
+    Why: ONNX Runtime 1.32's CPU ``SkipLayerNormalization`` kernel is a scalar loop
+    (float reduction, a division per element, so the compiler cannot vectorize it):
+    on a [1, 14, 384] MiniLM activation it takes 23.6 us where ``Sum`` +
+    ``LayerNormalization`` take 3.8 us (measured here, one thread), and the 3-layer
+    student runs six of them per request: ~0.1 ms of a 0.4 ms INT8 request. ORT's
+    own load-time fusion (``SkipLayerNormFusion``) turns ``Add`` + ``LayerNormalization``
+    back into the slow op, but it matches ``Add`` only, so the residual add is
+    written as ``Sum``, the same arithmetic. Two patterns:
 
-    The other MatMuls (attention output, both FFN layers) depend on ``matmul_kernel``:
+    - ``SkipLayerNormalization(x, skip, gamma, beta, bias)`` of the fused graph ->
+      ``Sum(x, skip, bias)`` -> ``LayerNormalization(gamma, beta)``, its epsilon kept;
+      left alone when its mean / inv-std outputs are used;
+    - ``Add`` -> ``LayerNormalization`` of the plain export: that ``Add`` becomes ``Sum``.
 
-    - ``integer``: ``quantize_dynamic`` too (MatMulInteger, fused by ORT into
-      DynamicQuantizeMatMul). Its activations get ONE scale per tensor, per call.
-      Measured on MiniLM-L6 fine-tuned on CLINC150 (full test, 5,500 texts,
-      bench/quantize.py): per-tensor weights lose 0.8 accuracy point (agreement
-      with FP32 96.2%); per-channel weights win the accuracy back (+0.2 point) but
-      agreement stays at 98.2%. Keeping any one block type or any one layer in FP32
-      moves it by at most 0.6 point: the error is the activations' single scale,
-      spread over every layer.
-    - ``nbits`` (default): MatMulNBits with 8-bit symmetric weights in blocks of
-      ``block_size`` along the input dimension and ``accuracy_level`` 4, i.e. int8
-      compute with activations quantized per block at run time. Same model:
-      agreement 99.35%, accuracy +0.1 point, and faster (1.9 vs 2.1 ms batch-1
-      model time, one thread) at the same 3.8x smaller file.
-
-    Which graph to give it: the optimized (fused) one; the fused Attention becomes
-    one QAttention kernel, where the plain export keeps separate Q, K, V MatMuls
-    that ORT can no longer fuse once they are quantized (MatMulNBits on the plain
-    export: 3.5 ms). ``reduce_range`` (7-bit weights) only matters on x86 CPUs
-    without VNNI, whose u8 x s8 instructions can saturate.
+    Nothing changes numerically beyond float summation order (logits equal to ~1e-6).
+    Needs opset >= 17 (LayerNormalization); an older graph is left as it is (returns 0).
     """
+    from onnx import helper
+
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if opset < 17:
+        return 0
+    graph = model.graph
+    consumers: dict[str, int] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers[name] = consumers.get(name, 0) + 1
+    outputs = {o.name for o in graph.output}
+    producers = {out: node for node in graph.node for out in node.output}
+    count, nodes = 0, []
+    for node in graph.node:
+        if node.op_type == "LayerNormalization" and node.domain in ("", "ai.onnx"):
+            add = producers.get(node.input[0])
+            if (
+                add is not None
+                and add.op_type == "Add"
+                and add.domain in ("", "ai.onnx")
+                and consumers.get(add.output[0], 0) == 1
+                and add.output[0] not in outputs
+            ):
+                add.op_type = "Sum"  # the node is appended (or was already) in its own place below
+                count += 1
+        if node.op_type != "SkipLayerNormalization" or node.domain != "com.microsoft":
+            nodes.append(node)
+            continue
+        outs = list(node.output) + [""] * (4 - len(node.output))
+        if any(o and (consumers.get(o) or o in outputs) for o in outs[1:3]):
+            nodes.append(node)
+            continue
+        epsilon = next((a.f for a in node.attribute if a.name == "epsilon"), 1e-12)
+        inputs = list(node.input) + [""] * (5 - len(node.input))
+        summed = outs[3] or f"{node.name or node.output[0]}_residual_sum"
+        nodes.append(
+            helper.make_node(
+                "Sum", [i for i in (inputs[0], inputs[1], inputs[4]) if i], [summed], name=f"{node.name}_Sum"
+            )
+        )
+        norm_inputs = [summed, inputs[2]] + ([inputs[3]] if inputs[3] else [])
+        nodes.append(
+            helper.make_node(
+                "LayerNormalization", norm_inputs, [outs[0]], name=f"{node.name}_LayerNorm", axis=-1, epsilon=epsilon
+            )
+        )
+        count += 1
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return count
+
+
+@dataclass(frozen=True)
+class DynamicVariant:
+    """One way to build the ORT dynamic INT8 model (see :class:`shrink.config.Int8SearchConfig`)."""
+
+    kernel: str
+    graph: str = "fused"
+    embeddings: str = "int8"
+    layernorm: str = "skip"
+
+    @property
+    def name(self) -> str:
+        """A stable name: what the log, the metrics and the benchmark scripts call it."""
+        return f"{self.kernel}.{self.graph}.emb-{self.embeddings}.ln-{self.layernorm}"
+
+    def op_types(self) -> list[str]:
+        """The ``op_types_to_quantize`` of ``quantize_dynamic``; the other MatMuls get MatMulNBits first."""
+        ops = ["Attention"] + (["MatMul"] if self.kernel.startswith("integer") else [])
+        return ops + (["Gather", "EmbedLayerNormalization"] if self.embeddings == "int8" else [])
+
+    def per_channel(self, cfg: QuantizeConfig) -> bool:
+        """Per-channel weights: named by the integer kernels; QAttention next to MatMulNBits follows the config."""
+        return {"integer-per-tensor": False, "integer-per-channel": True}.get(self.kernel, cfg.per_channel)
+
+
+def graph_kind(model) -> str:
+    """'fused' for a graph the ORT transformers optimizer wrote, 'plain' for a bare export."""
+    return "fused" if any(n.op_type in _FUSED_OPS for n in model.graph.node) else "plain"
+
+
+def dynamic_variants(cfg: QuantizeConfig, graphs: list[str]) -> list[DynamicVariant]:
+    """The variants a step builds: the search lists, restricted by an explicit kernel and the graphs at hand.
+
+    ``graphs`` are the graph kinds the step was given. A listed graph it was not given is
+    skipped; when none of the listed ones is there, the one it was given is used, so a step
+    fed only the plain export still quantizes it.
+    """
+    search = cfg.search
+    if cfg.matmul_kernel == "nbits":
+        kernels = ["nbits"]
+    elif cfg.matmul_kernel == "integer":
+        kernels = ["integer-per-channel" if cfg.per_channel else "integer-per-tensor"]
+    else:
+        kernels = list(search.kernels)
+    usable = [g for g in search.graphs if g in graphs] or graphs[:1]
+    embeddings = search.embeddings or ["int8" if cfg.quantize_embeddings else "fp32"]
+    return [DynamicVariant(k, g, e, ln) for g in usable for k in kernels for e in embeddings for ln in search.layernorm]
+
+
+def _budget(rows: dict[str, dict[str, Any]], search: Any) -> tuple[list[str], str]:
+    """(names within the accuracy budget, why): see :func:`choose_variant`."""
+    agreement = {n: r.get("agreement") for n, r in rows.items()}
+    known = [a for a in agreement.values() if a is not None]
+    best = max(known) if known else 0.0
+    close = [n for n, a in agreement.items() if a is None or a >= best - search.max_agreement_drop - 1e-12]
+    eligible = [n for n in close if agreement[n] is None or agreement[n] >= search.min_agreement]
+    if eligible:
+        return eligible, "fastest within the accuracy budget"
+    return close, f"no variant reaches min_agreement {search.min_agreement:.2%}; fastest of the most accurate"
+
+
+def choose_variant(rows: dict[str, dict[str, Any]], search: Any) -> tuple[str, str]:
+    """(winner, why) among measured variants: ``rows`` maps a name to its agreement, size_mb and p50_ms.
+
+    Eligible: agreement within ``search.max_agreement_drop`` of the best variant's and at
+    least ``search.min_agreement`` (when no variant reaches that floor, the drop alone
+    decides, and ``why`` says so; a row without agreement is judged on speed alone). The
+    fastest eligible row sets the pace; any eligible row within ``tie_margin`` of its p50
+    may win instead by agreeing more with FP32, then by being smaller, then by speed. A row
+    without a timing (a step that built one variant) counts as infinitely slow.
+    """
+    if not rows:
+        raise ShrinkError("quantize.search: no variant was built")
+    eligible, why = _budget(rows, search)
+    p50 = {n: rows[n].get("p50_ms") or float("inf") for n in rows}
+    pace = min(eligible, key=lambda n: p50[n])
+    ties = [n for n in eligible if p50[n] <= p50[pace] * (1 + search.tie_margin)]
+    winner = max(ties, key=lambda n: (rows[n].get("agreement") or 0.0, -rows[n]["size_mb"], -p50[n]))
+    if winner != pace:
+        why = f"within {search.tie_margin:.0%} of the fastest ({pace}) and agrees more with FP32 or is smaller"
+    return winner, why
+
+
+def time_variants(dirs: dict[str, Path], texts: list[str], rounds: int, requests: int, threads: int) -> dict:
+    """Batch-1 latency of each artifact (tokenize + run, as a request is served), all in this process.
+
+    Every model is opened through :func:`shrink.runtime.open_classifier` (its own tokenizer
+    and recorded runtime settings, ``threads`` intra-op threads) and they take turns: each
+    round runs every model on the same ``requests`` texts, in an order rotated from round to
+    round, after 5 untimed requests, so a change in background load hits all of them alike.
+    The thread is pinned to the benchmark's core while timing (one thread: ORT computes on
+    it). Returns name -> {p50_ms, p90_ms, requests}.
+    """
+    import gc
+    import os
+    import time
+
+    from shrink.benchmark import pinned_cpus
+    from shrink.runtime import open_classifier
+
+    names = list(dirs)
+    models = {n: open_classifier(dirs[n], threads=threads) for n in names}
+    samples: dict[str, list[float]] = {n: [] for n in names}
+    saved = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    cpus = pinned_cpus(threads)
+    if cpus and saved is not None:
+        os.sched_setaffinity(0, cpus)
+    try:
+        gc.collect()
+        for r in progress(range(rounds), desc="timing INT8 variants"):
+            batch = [texts[(r * requests + i) % len(texts)] for i in range(requests)]
+            for k in range(len(names)):
+                name = names[(k + r) % len(names)]
+                model = models[name]
+                for text in batch[:5]:
+                    model.predict([text])
+                for text in batch:
+                    t0 = time.perf_counter()
+                    model.predict([text])
+                    samples[name].append((time.perf_counter() - t0) * 1e3)
+    finally:
+        if cpus and saved is not None:
+            os.sched_setaffinity(0, saved)
+    return {
+        n: {
+            "p50_ms": float(np.percentile(s, 50)),
+            "p90_ms": float(np.percentile(s, 90)),
+            "requests": len(s),
+        }
+        for n, s in samples.items()
+    }
+
+
+def _dynamic_int8(
+    prepared: Path, target: Path, variant: DynamicVariant, cfg: QuantizeConfig, exclude: list[str], tmp: Path
+) -> None:
+    """One ``quantize_dynamic`` call (after MatMulNBits for that kernel): the model file of a variant."""
     from onnx import TensorProto
     from onnxruntime.quantization import QuantType
     from onnxruntime.quantization import quantize_dynamic as ort_quantize_dynamic
 
-    model_dir = Path(model_dir)
-    meta, path, _ = open_onnx_source(model_dir, "ORT dynamic INT8")
-    op_types = ["Attention"] + (["MatMul"] if cfg.matmul_kernel == "integer" else [])
-    op_types += ["Gather", "EmbedLayerNormalization"] if cfg.quantize_embeddings else []
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        prepared, model = _preprocess(path, tmp)
-        exclude = _excluded_nodes(model, cfg.keep_fp32)
-        log.info(
-            "ORT dynamic INT8 of %s: %s MatMuls, quantize_dynamic ops %s, per_channel=%s, %d nodes kept FP32",
-            path,
-            cfg.matmul_kernel,
-            op_types,
-            cfg.per_channel,
-            len(exclude),
+    source = prepared
+    if variant.kernel == "nbits":
+        source = tmp / f"nbits-{variant.graph}.onnx"
+        if not source.is_file():
+            count = _nbits_matmuls(prepared, source, cfg, exclude)
+            log.info("%s graph: %d MatMuls -> MatMulNBits (8-bit, block %d)", variant.graph, count, cfg.block_size)
+    try:
+        ort_quantize_dynamic(
+            str(source),
+            str(target),
+            op_types_to_quantize=variant.op_types(),
+            per_channel=variant.per_channel(cfg),
+            reduce_range=cfg.reduce_range,
+            weight_type=QuantType.QInt8,
+            nodes_to_exclude=exclude,
+            use_external_data_format=_large(prepared),
+            extra_options={"MatMulConstBOnly": True, "DefaultTensorType": TensorProto.FLOAT},
         )
-        try:
-            if cfg.matmul_kernel == "nbits":
-                nbits = Path(tmp) / "nbits.onnx"
-                count = _nbits_matmuls(prepared, nbits, cfg, exclude)
-                log.info("%d MatMuls -> MatMulNBits (8-bit, block %d)", count, cfg.block_size)
-                prepared = nbits
-            ort_quantize_dynamic(
-                str(prepared),
-                str(out / MODEL_FILE),
-                op_types_to_quantize=op_types,
-                per_channel=cfg.per_channel,
-                reduce_range=cfg.reduce_range,
-                weight_type=QuantType.QInt8,
-                nodes_to_exclude=exclude,
-                use_external_data_format=_large(path),
-                extra_options={"MatMulConstBOnly": True, "DefaultTensorType": TensorProto.FLOAT},
-            )
-        except (ValueError, RuntimeError, KeyError) as exc:
-            raise ShrinkError(f"{path}: ORT dynamic quantization failed: {exc}".splitlines()[0]) from None
+    except (ValueError, RuntimeError, KeyError) as exc:
+        raise ShrinkError(f"{prepared}: ORT dynamic quantization failed: {exc}".splitlines()[0]) from None
+
+
+def _variant_settings(variant: DynamicVariant, cfg: QuantizeConfig, source: ArtifactMeta) -> dict[str, Any]:
     settings = {
-        "matmul_kernel": cfg.matmul_kernel,
-        "op_types": op_types,
-        "per_channel": cfg.per_channel,
+        "variant": variant.name,
+        "matmul_kernel": "nbits" if variant.kernel == "nbits" else "integer",
+        "kernel": variant.kernel,
+        "graph": variant.graph,
+        "embeddings": variant.embeddings,
+        "layernorm": variant.layernorm,
+        "op_types": variant.op_types(),
+        "per_channel": variant.per_channel(cfg),
         "reduce_range": cfg.reduce_range,
         "weight_type": "int8",
         "keep_fp32": cfg.keep_fp32,
-        "source_technique": meta.technique,
+        "source_technique": source.technique,
     }
-    if cfg.matmul_kernel == "nbits":
+    if variant.kernel == "nbits":
         settings |= {"block_size": cfg.block_size, "accuracy_level": NBITS_ACCURACY_LEVEL}
-    return _finish_int8(out, model_dir, meta, cfg, "ort-dynamic-int8", settings, parent_uri)
+    return settings
+
+
+def _build_variants(
+    sources: dict[str, tuple[Path, ArtifactMeta, Path]], variants: list[DynamicVariant], cfg: QuantizeConfig, tmp: Path
+) -> dict[str, dict[str, Any]]:
+    """Build and seal every variant under ``tmp``; name -> {variant, dir, size_mb, agreement, ...}.
+
+    One ``quantize_dynamic`` per (graph, kernel, embeddings); the "split" LayerNorm form is a
+    rewrite of that file, not another quantization. Each is sealed as an artifact so the
+    parity check and the timing open it exactly as serving would.
+    """
+    import onnx
+
+    built: dict[str, dict[str, Any]] = {}
+    prepared: dict[str, tuple[Path, list[str]]] = {}
+    for variant in variants:
+        model_dir, meta, path = sources[variant.graph]
+        if variant.graph not in prepared:
+            (tmp / f"prep-{variant.graph}").mkdir()
+            ready, model = _preprocess(path, str(tmp / f"prep-{variant.graph}"))
+            prepared[variant.graph] = ready, _excluded_nodes(model, cfg.keep_fp32)
+        ready, exclude = prepared[variant.graph]
+        base = DynamicVariant(variant.kernel, variant.graph, variant.embeddings, "skip")
+        target = tmp / "variants" / variant.name
+        target.mkdir(parents=True)
+        base_file = tmp / "variants" / base.name / MODEL_FILE
+        if variant.layernorm == "skip" or not base_file.is_file():
+            _dynamic_int8(ready, target / MODEL_FILE, base, cfg, exclude, tmp)
+        if variant.layernorm == "split":
+            proto = onnx.load(
+                str(target / MODEL_FILE if not base_file.is_file() else base_file), load_external_data=False
+            )
+            rewritten = split_layernorm(proto)
+            if not rewritten:
+                log.info("%s: no SkipLayerNormalization or Add + LayerNormalization to split; skipped", variant.name)
+                shutil.rmtree(target)
+                continue
+            if base_file.is_file():  # external weights, when the model has them, sit beside the graph
+                for data in base_file.parent.glob(MODEL_FILE + "?*"):
+                    shutil.copy2(data, target / data.name)
+            onnx.save(proto, str(target / MODEL_FILE))
+        copy_companions(model_dir, target)
+        sealed = write_artifact(
+            target,
+            format="onnx",
+            precision="int8",
+            label_names=meta.label_names,
+            technique="ort-dynamic-int8",
+            settings={**inherited_settings(meta), **_variant_settings(variant, cfg, meta)},
+            runtime=runtime_settings(cfg.runtime),
+            extra={"model_file": MODEL_FILE},
+        )
+        row: dict[str, Any] = {"variant": variant, "dir": target, "size_mb": weights_bytes(target, sealed) / 1e6}
+        parity = measure_against_parity(target)
+        if parity is not None:
+            row |= {"agreement": parity["agreement"], "max_abs_diff": parity["max_abs_diff"]}
+        built[variant.name] = row
+        log.info(
+            "variant %s: %.2f MB, agreement with FP32 %s",
+            variant.name,
+            row["size_mb"],
+            f"{row['agreement']:.2%}" if "agreement" in row else "unknown (no parity.json)",
+        )
+    return built
+
+
+def quantize_ort_dynamic(
+    model_dir: str | Path,
+    out_dir: str | Path,
+    cfg: QuantizeConfig,
+    parent_uri: str | None = None,
+    plain_dir: str | Path | None = None,
+    plain_uri: str | None = None,
+) -> ArtifactMeta:
+    """ONNX Runtime dynamic INT8, the fastest of its kernel choices that keeps accuracy.
+
+    Weights are quantized offline, activations at run time. ``quantize_dynamic`` turns the
+    fused Attention into QAttention and, with int8 embeddings, the word-embedding Gather /
+    EmbedLayerNormalization into their quantized forms, which takes the file to ~1/4 of
+    FP32; nodes named by ``keep_fp32`` (pooler, classifier) stay FP32. What else varies is
+    the search (:class:`shrink.config.Int8SearchConfig`, every variant built, checked against
+    the FP32 reference on the parity slice, then timed by :func:`time_variants`):
+
+    - the other MatMuls (attention output, both FFN layers): MatMulInteger (fused by ORT at
+      load into DynamicQuantizeMatMul, ONE activation scale per tensor) with per-tensor or
+      per-channel weights, or MatMulNBits (8-bit weights in blocks of ``block_size``,
+      activations quantized per block). Which is best depends on the model: on the 6-layer
+      MiniLM teacher per-tensor weights cost 3 points of agreement with FP32 and MatMulNBits
+      was the most accurate (99.35%); on the demo's 3-layer student every kernel agrees within
+      noise and MatMulNBits' kernel is the slowest, ~50 us per FFN MatMul against ~20 us
+      for DynamicQuantizeMatMul (ORT profile, 14 tokens), 0.62 against 0.42 ms a request;
+    - the graph: the fused one (one QAttention per layer) or the plain export, if given;
+    - the residual LayerNorms: ORT's SkipLayerNormalization or Sum + LayerNormalization
+      (:func:`split_layernorm`, ~0.1 ms a request faster on ORT 1.32).
+
+    The winner (:func:`choose_variant`) is written to ``out_dir``; every variant's agreement,
+    size and step timing is recorded in ``shrink.json`` (``extra.variants``, and flat in the
+    metrics) and in the log. ``plain_dir``: the plain export the fused graph was made from,
+    for the "plain" graph choice; the artifact's parent is whichever graph the winner came
+    from. ``reduce_range`` (7-bit weights) only matters on x86 CPUs without VNNI.
+    """
+    model_dir = Path(model_dir)
+    meta, path, model = open_onnx_source(model_dir, "ORT dynamic INT8")
+    sources = {graph_kind(model): (model_dir, meta, path)}
+    uris = {graph_kind(model): parent_uri}
+    if plain_dir is not None:
+        plain_meta, plain_path, plain_model = open_onnx_source(plain_dir, "ORT dynamic INT8 (plain graph)")
+        if graph_kind(plain_model) != "plain":
+            raise ShrinkError(f"{plain_path}: the plain-graph input holds fused ops; give it the export_onnx output")
+        sources.setdefault("plain", (Path(plain_dir), plain_meta, plain_path))
+        uris.setdefault("plain", plain_uri)
+    variants = dynamic_variants(cfg, list(sources))
+    reference = read_parity(model_dir)
+    if reference is None and len(variants) > 1:
+        # Same arithmetic, faster on ORT 1.32: "split" is the LayerNorm form to take unmeasured.
+        rank = {"kernel": {_SAFEST_KERNEL: 0}, "layernorm": {"split": 0}}
+        keep = min(variants, key=lambda v: (rank["kernel"].get(v.kernel, 1), rank["layernorm"].get(v.layernorm, 1)))
+        log.warning(
+            "%s: no parity.json, so no FP32 reference to judge accuracy by nor real texts to time on; building %s only",
+            model_dir,
+            keep.name,
+        )
+        variants = [keep]
+    log.info("ORT dynamic INT8 of %s: %d variants: %s", path, len(variants), ", ".join(v.name for v in variants))
+    search = cfg.search
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="shrink-int8-") as tmp:
+        built = _build_variants(sources, variants, cfg, Path(tmp))
+        if len(built) > 1:
+            timing = time_variants(
+                {n: r["dir"] for n, r in built.items()},
+                reference[0],
+                search.timing_rounds,
+                search.timing_requests,
+                cfg.runtime.intra_op_threads or 1,
+            )
+            for name, row in built.items():
+                row |= timing[name]
+        winner, why = choose_variant(built, search)
+        table = _log_variants(built, winner, why, search)
+        chosen = built[winner]
+        for item in chosen["dir"].iterdir():
+            if item.name == MODEL_FILE or item.name.startswith(MODEL_FILE + "."):
+                shutil.copy2(item, out / item.name)
+    variant = chosen["variant"]
+    source_dir, source_meta, _ = sources[variant.graph]
+    settings = _variant_settings(variant, cfg, source_meta) | {"choice": why, "variants_tried": len(table)}
+    metrics_extra = {"variant_p50_ms": chosen["p50_ms"]} if "p50_ms" in chosen else {}
+    for row in table:
+        for key in ("p50_ms", "agreement", "size_mb"):
+            if key in row:
+                metrics_extra[f"{key}.{row['variant']}"] = row[key]
+    return _finish_int8(
+        out,
+        source_dir,
+        source_meta,
+        cfg,
+        "ort-dynamic-int8",
+        settings,
+        uris[variant.graph],
+        extra={"variants": table},
+        extra_metrics=metrics_extra,
+    )
+
+
+def _log_variants(built: dict[str, dict[str, Any]], winner: str, why: str, search: Any) -> list[dict[str, Any]]:
+    """Log every variant (fastest first) and by how much the winner won; return the rows as plain data."""
+    table = []
+    for name, row in sorted(built.items(), key=lambda kv: kv[1].get("p50_ms") or float("inf")):
+        table.append({"variant": name, **{k: v for k, v in row.items() if k not in ("variant", "dir")}})
+        log.info(
+            "  %-45s %9s  agreement %7s  %6.2f MB%s",
+            name,
+            f"{row['p50_ms']:.3f} ms" if "p50_ms" in row else "-",
+            f"{row['agreement']:.2%}" if "agreement" in row else "-",
+            row["size_mb"],
+            "  <- " + why if name == winner else "",
+        )
+    mine = built[winner].get("p50_ms")
+    others = [r for r in table if "p50_ms" in r and r["variant"] != winner]
+    if mine is None or not others:
+        log.info("winner %s (%s)", winner, why)
+        return table
+
+    def lead(other: dict[str, Any]) -> str:
+        change = 1 - mine / other["p50_ms"]
+        word = "faster" if change >= 0 else "slower"
+        return f"{abs(change):.0%} {word} than {other['variant']} ({other['p50_ms']:.3f} ms)"
+
+    eligible = set(_budget(built, search)[0])
+    parts = []
+    runner_up = next((r for r in others if r["variant"] in eligible), None)
+    if runner_up is not None:
+        parts.append(f"{lead(runner_up)}, the next within budget")
+    parts.append(f"{lead(others[-1])}, the slowest")
+    log.info("winner %s (%.3f ms): %s", winner, mine, "; ".join(parts))
+    for row in others:
+        if row["variant"] not in eligible and row["p50_ms"] < mine:
+            log.info(
+                "  %s is faster (%.3f ms) but outside the accuracy budget (agreement %.2f%%)",
+                row["variant"],
+                row["p50_ms"],
+                100 * row["agreement"],
+            )
+    return table
 
 
 # --------------------------------------------------------------------------- static (calibrated)
@@ -577,6 +979,13 @@ def quantize_ort_static(
     graph holds (Attention, EmbedLayerNormalization) have no QDQ form, so on the
     optimized model their weights stay FP32; give this step the plain export for
     the smallest file.
+
+    With "split" in ``search.layernorm`` (the default) the residual adds before each
+    LayerNorm are written as ``Sum`` (:func:`split_layernorm`), so ORT does not fuse them
+    into its slow SkipLayerNormalization at load: the demo's student 0.555 -> 0.458 ms a
+    request, same predictions. Still slower than dynamic INT8 of the fused graph (0.36 ms):
+    QDQ has no form of the fused Attention, so static keeps the plain export's unfused
+    attention (per-head MatMuls, Softmax, Transposes) with QDQ pairs around it.
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType
     from onnxruntime.quantization import quantize_static as ort_quantize_static
@@ -638,8 +1047,17 @@ def quantize_ort_static(
             )
         except (ValueError, RuntimeError, KeyError) as exc:
             raise ShrinkError(f"{path}: ORT static quantization failed: {exc}".splitlines()[0]) from None
+    layernorm = "skip"
+    if "split" in cfg.search.layernorm:
+        import onnx
+
+        proto = onnx.load(str(out / MODEL_FILE), load_external_data=False)
+        if split_layernorm(proto):
+            onnx.save(proto, str(out / MODEL_FILE))
+            layernorm = "split"
     settings = {
         "format": "QDQ",
+        "layernorm": layernorm,
         "op_types": op_types,
         "per_channel": cfg.per_channel,
         "reduce_range": cfg.reduce_range,

@@ -87,6 +87,11 @@ def test_component_metrics(chain):
     for name in ("dynamic", "static"):
         assert metrics[name].metadata["agreement_with_fp32"] >= 0.95, name
         assert metrics[name].metadata["agreement_examples"] == 64
+    # The dynamic step tried every kernel with both LayerNorm forms and shows each one's figures.
+    dynamic = metrics["dynamic"].metadata
+    timed = [k for k in dynamic if k.startswith("p50_ms.")]
+    assert len(timed) == 6 and all(dynamic[k] > 0 for k in timed)
+    assert dynamic["variant_p50_ms"] in [dynamic[k] for k in timed]
 
 
 def test_bad_config_exits_with_one_line(tmp_path, trained, capsys):

@@ -6,13 +6,14 @@ from kfp.dsl import Input, Metrics, Model, Output
 
 @dsl.component(base_image="shrink-quantize-ort-dynamic", install_kfp_package=False)
 def quantize_ort_dynamic(model: Input[Model], quantize: dict, out: Output[Model], metrics: Output[Metrics]):
-    """Quantize MatMul / Attention weights and the embeddings to INT8; activations are quantized at run time.
+    """Quantize MatMul / Attention weights and the embeddings to INT8, keeping the fastest variant within budget.
 
     Args:
         model: An ONNX FP32 artifact (best: the optimized one from optimize_onnx).
-        quantize: The ``quantize`` section of the pipeline config (per_channel, reduce_range, embeddings).
-        out: The ONNX INT8 artifact, parent = ``model``.
-        metrics: File size (MB), compression, argmax agreement with PyTorch FP32 on the parity slice.
+        quantize: The ``quantize`` section of the pipeline config (matmul_kernel, search, per_channel, embeddings).
+        out: The ONNX INT8 artifact of the winning variant, parent = ``model``.
+        metrics: File size (MB), compression, argmax agreement with PyTorch FP32 on the parity slice, and every
+            variant's step p50 (ms), agreement and size.
     """
     from shrink.config import QuantizeConfig, from_dict
     from shrink.kfp_io import component_main, publish_model
