@@ -70,6 +70,7 @@ STEPS: dict[str, Step] = {
         Step("teacher_logits", "Teacher logits", pool="gpu"),
         Step("distill", "Distil student (trial)", pool="gpu"),
         Step("select_student", "Pick best student"),
+        Step("prune_vocabulary", "Prune vocabulary"),
         Step("quantize_torch", "PyTorch dynamic INT8"),
         Step("export_onnx", "Export ONNX"),
         Step("optimize_onnx", "ORT graph optimization"),
