@@ -3,8 +3,8 @@
     fingerprint_data -> prepare_data -> train_teacher -> teacher_logits -> ParallelFor(distill trials) -> select_student
         (a shape search, distill.search.depth with several depths: inside the ParallelFor, every trial's
          student -> export_onnx -> optimize_onnx -> quantize_ort_dynamic -> benchmark, candidate "searched")
-        student -> quantize_torch
-        student -> export_onnx -> optimize_onnx -> quantize_ort_dynamic
+        student -> prune_vocabulary (when vocabulary.enabled) -> quantize_torch
+                   prune_vocabulary -> export_onnx -> optimize_onnx -> quantize_ort_dynamic
                    export_onnx -> quantize_ort_static   (static QDQ cannot see inside the fused ops)
         student -> prune (movement) / prune_structured            (when prune.enabled)
                    prune_structured -> export_onnx -> optimize_onnx -> quantize_ort_dynamic
@@ -37,6 +37,7 @@ from components.prepare_data.component import prepare_data as prepare_data_op
 from components.promote.component import promote as promote_op
 from components.prune.component import prune as prune_op
 from components.prune_structured.component import prune_structured as prune_structured_op
+from components.prune_vocabulary.component import prune_vocabulary as prune_vocabulary_op
 from components.quantize_ort_dynamic.component import quantize_ort_dynamic as quantize_ort_dynamic_op
 from components.quantize_ort_static.component import quantize_ort_static as quantize_ort_static_op
 from components.quantize_torch.component import quantize_torch as quantize_torch_op
@@ -128,6 +129,7 @@ def build_pipeline(cfg: PipelineConfig):
         gate: dict = _param(cfg.gate),
         model_name: str = cfg.model_name,
         oos: dict = _param(cfg.oos),
+        vocabulary: dict = _param(cfg.vocabulary),
     ) -> Outputs:
         """Distil, quantize, optimize and benchmark a classifier; promote the best one that meets the SLOs.
 
@@ -142,6 +144,7 @@ def build_pipeline(cfg: PipelineConfig):
             gate: SLOs, selection policy and model registry.
             model_name: Name of the model in the registry (s3://<bucket>/<model_name>/<version>/).
             oos: Out-of-scope rejection rule, tuned on the validation split and stored with every candidate.
+            vocabulary: Vocabulary pruning of the student before export (sources, min_count, keep_fraction).
         """
         # Uncached: the data's fingerprint, not its source, decides whether prepare_data (and all after it) is reused.
         fingerprint = step(fingerprint_data_op(data=data), "fingerprint_data").output
@@ -160,8 +163,14 @@ def build_pipeline(cfg: PipelineConfig):
                 # Every shape goes down the fastest path and is measured, so the gate chooses among shapes by
                 # its policy (accuracy alone, select_student's criterion, would always pick the deepest).
                 # Iterations run one at a time locally; on a cluster each benchmark gets its own benchmark node.
+                s_student = trial_task.outputs["student"]
+                if cfg.vocabulary.enabled:
+                    s_student = step(
+                        prune_vocabulary_op(model=s_student, dataset=dataset, vocabulary=vocabulary),
+                        "prune_vocabulary:search",
+                    ).outputs["out"]
                 s_onnx = step(
-                    export_onnx_op(model=trial_task.outputs["student"], quantize=quantize, dataset=dataset),
+                    export_onnx_op(model=s_student, quantize=quantize, dataset=dataset),
                     "export_onnx:search",
                 )
                 s_opt = step(optimize_onnx_op(model=s_onnx.outputs["out"], quantize=quantize), "optimize_onnx:search")
@@ -183,9 +192,15 @@ def build_pipeline(cfg: PipelineConfig):
                 )
         select = step(select_student_op(students=dsl.Collected(trial_task.outputs["student"])), "select_student")
         student = select.outputs["best"]
+        # The INT8 / ONNX paths start from the student with its vocabulary cut to the domain's word pieces.
+        small = student
+        if cfg.vocabulary.enabled:
+            small = step(
+                prune_vocabulary_op(model=student, dataset=dataset, vocabulary=vocabulary), "prune_vocabulary"
+            ).outputs["out"]
 
-        step(quantize_torch_op(model=student, quantize=quantize), "quantize_torch")
-        onnx = step(export_onnx_op(model=student, quantize=quantize, dataset=dataset), "export_onnx")
+        step(quantize_torch_op(model=small, quantize=quantize), "quantize_torch")
+        onnx = step(export_onnx_op(model=small, quantize=quantize, dataset=dataset), "export_onnx")
         opt = step(optimize_onnx_op(model=onnx.outputs["out"], quantize=quantize), "optimize_onnx")
         step(quantize_ort_dynamic_op(model=opt.outputs["out"], quantize=quantize), "quantize_ort_dynamic")
         # Static QDQ from the plain export: calibration cannot see inside the fused ops.

@@ -161,7 +161,10 @@ def evaluate_goal(
         if why:
             result["reason"] = why
             return result
-    if goal.metric in ("oos_recall", "oos_precision", "raw_oos_recall") and lookup(record, ("dataset", "has_oos")) is False:
+    if (
+        goal.metric in ("oos_recall", "oos_precision", "raw_oos_recall")
+        and lookup(record, ("dataset", "has_oos")) is False
+    ):
         result.update(passed=True, reason="not applicable: the dataset has no oos label")
         return result
     measured = metric_value(record, goal)
