@@ -42,12 +42,14 @@ demo: venv store-up
 
 # Full-size measurements (not CI): the pipeline on full CLINC150 with pruning, then the technique benches and
 # the serving load test of the model it promoted.
+LATEST_RUN = $(shell ls -td .shrink/runs/*/ 2>/dev/null | head -1)
 bench: venv store-up
 	$(BIN)/shrink run --config pipelines/configs/clinc150-bench.yaml
 	$(BIN)/python bench/validity.py
 	PYTHON=$(BIN)/python docker/build.sh --gpu-on-cpu
 	SHRINK_DOCKER_DAG=1 $(BIN)/python -m pytest -q -m docker tests/test_images.py
 	$(BIN)/python bench/serve.py --decision results/latest/decision.json
+	$(BIN)/python bench/peers.py --run $(LATEST_RUN)
 
 # Serve the demo's production model (the alias in the local object store), following new promotions.
 MODEL_NAME ?= $(shell sed -n 's/^model_name: *//p' $(CONFIG))
