@@ -19,7 +19,7 @@ stays 0 and every id that config and tokenizer name is remapped the same way):
 - then, up to ``keep_fraction`` of the rows, the base vocabulary's commonest other pieces: its
   lowest ids, as a WordPiece vocabulary is written in the order its pieces were learnt, commonest
   first (BERT's: "the", "of", "and", ...). Why: in-scope accuracy does not need them (CLINC150:
-  -0.13 points without them), but out-of-scope queries are recognised by words the training
+  -0.1 point without them), but out-of-scope queries are recognised by words the training
   texts lack, and spelt in smaller pieces they look in scope (docs/vocabulary.md has the curve).
 
 Why a text whose pieces are all kept tokenizes exactly as before: WordPiece takes, at each
