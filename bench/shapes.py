@@ -38,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", type=Path, default=ROOT / "pipelines" / "configs" / "clinc150.yaml")
     args = p.parse_args(argv)
 
+    from shrink.artifact import read_meta
     from shrink.benchmark import measure
     from shrink.config import load_pipeline_config
     from shrink.distill import distill
@@ -72,8 +73,6 @@ def main(argv: list[str] | None = None) -> int:
         optimize_onnx(out / "onnx", out / "optimized", cfg.quantize)
         quantize_ort_dynamic(out / "optimized", out / "int8", cfg.quantize)
         rec = measure(out / "int8", dataset, cfg.benchmark, f"L{depth}").record
-        from shrink.artifact import read_meta
-
         val = read_meta(student).metrics["val_accuracy"]
         rows.append(
             (

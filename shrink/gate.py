@@ -27,6 +27,7 @@ from typing import Any
 
 from shrink.champion import CANDIDATE as CHAMPION
 from shrink.errors import ShrinkError
+from shrink.files import read_json
 from shrink.logs import log
 from shrink.promote import current_production
 from shrink.record import Record, lookup, metric_value, read_record, record_problems, summarize
@@ -705,9 +706,9 @@ def _per_trial(record: Record, index: int) -> Record:
 def _read_reference(path: str | Path) -> dict | None:
     """The reference record, None when the step measured none (``absent``), ``{}`` (unusable) when unreadable."""
     try:
-        record = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as exc:
-        log.warning("reference record %s unreadable: %s", path, exc)
+        record = read_json(path, "reference record")
+    except ShrinkError as exc:
+        log.warning("%s", exc)
         return {}
     return None if isinstance(record, dict) and "absent" in record else record
 

@@ -17,6 +17,7 @@ the baseline of goals written ``baseline: reference`` and a row of the report.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import tempfile
 import time
@@ -25,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from shrink.artifact import read_meta
+from shrink.artifact import ArtifactMeta, read_meta
 from shrink.config import BenchmarkConfig
 from shrink.errors import ShrinkError
 
@@ -37,17 +38,17 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
     "bert-large": {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16, "intermediate_size": 4096},
 }
 DISPLAY = {"bert-base": "BERT-base", "bert-large": "BERT-large"}
-# The files a tokenizer is saved in; copied from the teacher so the reference reads the same ids.
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
 SEED = 0
+# What the record says of the reference's shape (transformers config keys).
+SHAPE_KEYS = ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size", "vocab_size")
 
 
-def build_reference(architecture: str, teacher_dir: str | Path, out_dir: str | Path) -> Path:
+def build_reference(architecture: str, teacher_dir: str | Path, out_dir: str | Path) -> ArtifactMeta:
     """Write a randomly initialised ``architecture`` classifier as a sealed artifact, with the teacher's tokenizer.
 
     The head has the teacher's labels and the vocabulary is at least the tokenizer's, so every
     id the tokenizer gives has an embedding row (a larger teacher vocabulary makes the reference
-    larger, never wrong).
+    larger, never wrong). Returns the sealed metadata; its ``settings.shape`` is the model's shape.
     """
     import torch
     from transformers import BertConfig, BertForSequenceClassification
@@ -64,24 +65,19 @@ def build_reference(architecture: str, teacher_dir: str | Path, out_dir: str | P
     config.num_labels = len(labels)
     torch.manual_seed(SEED)
     model = BertForSequenceClassification(config).eval()
-    save_classifier(
+    return save_classifier(
         model,
         tokenizer,
         out_dir,
         label_names=labels,
         technique="reference",
-        settings={"architecture": architecture, "weights": f"random (seed {SEED})", "max_length": 128},
+        settings={
+            "architecture": architecture,
+            "weights": f"random (seed {SEED})",
+            "max_length": 128,
+            "shape": {k: getattr(config, k) for k in SHAPE_KEYS},
+        },
     )
-    return Path(out_dir)
-
-
-SHAPE_KEYS = ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size", "vocab_size")
-
-
-def _config(model_dir: Path):
-    from transformers import AutoConfig
-
-    return AutoConfig.from_pretrained(str(model_dir))
 
 
 def measure_reference(
@@ -109,9 +105,10 @@ def measure_reference(
     rounds = min(cfg.latency_rounds, samples)
     tmp = Path(tempfile.mkdtemp(prefix="shrink-reference-"))
     try:
-        model_dir = build_reference(architecture, teacher_dir, tmp / "model")
-        size = size_report(model_dir)
-        shape = {k: getattr(config, k) for k in SHAPE_KEYS} if (config := _config(model_dir)) else {}
+        model_dir = tmp / "model"
+        meta = build_reference(architecture, teacher_dir, model_dir)
+        size = size_report(model_dir, meta)  # the sealed meta: 418 MB are not hashed a second time here
+        shape = meta.settings["shape"]
         log.info(
             "reference %s: %.0f MB, %d parameters; timing %d requests",
             architecture,
@@ -119,7 +116,7 @@ def measure_reference(
             size["parameters"],
             samples,
         )
-        timing_cfg = BenchmarkConfig(**{**cfg.__dict__, "latency_samples": samples, "latency_rounds": rounds})
+        timing_cfg = dataclasses.replace(cfg, latency_samples=samples, latency_rounds=rounds)
         out = timed_rounds(
             {
                 "model_dir": str(model_dir),

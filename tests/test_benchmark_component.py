@@ -24,21 +24,27 @@ def _outputs(tmp_path):
     )
 
 
-def test_benchmark_component_on_the_tiny_model(tmp_path, tiny_artifact, clinc_slice):
-    from shrink.artifact import read_meta
-
-    result, metrics, confusion, calibrated = _outputs(tmp_path)
+def _bench(outputs, model, clinc_slice, oos):
+    """Run the component on ``model`` as the DAG would for candidate ``student``, into ``outputs`` (_outputs)."""
+    result, metrics, confusion, calibrated = outputs
     benchmark.python_func(
-        model=Model(uri=str(tiny_artifact)),
+        model=Model(uri=str(model)),
         dataset=Dataset(uri=str(clinc_slice)),
         benchmark=SMALL,
         candidate="student",
-        oos={},
+        oos=oos,
         result=result,
         metrics=metrics,
         confusion=confusion,
         calibrated=calibrated,
     )
+    return outputs
+
+
+def test_benchmark_component_on_the_tiny_model(tmp_path, tiny_artifact, clinc_slice):
+    from shrink.artifact import read_meta
+
+    result, metrics, confusion, calibrated = _bench(_outputs(tmp_path), tiny_artifact, clinc_slice, {})
 
     record = json.loads((tmp_path / "result.json").read_text())
     assert record["schema"] == "shrink.benchmark/v1" and record["candidate"] == "student"
@@ -110,17 +116,7 @@ def test_benchmark_component_refuses_mismatched_labels_and_publishes_nothing(
     )
     result, metrics, confusion, calibrated = _outputs(tmp_path)
     with pytest.raises(SystemExit) as exc:
-        benchmark.python_func(
-            model=Model(uri=str(bad)),
-            dataset=Dataset(uri=str(clinc_slice)),
-            benchmark=SMALL,
-            candidate="student",
-            oos={},
-            result=result,
-            metrics=metrics,
-            confusion=confusion,
-            calibrated=calibrated,
-        )
+        _bench((result, metrics, confusion, calibrated), bad, clinc_slice, {})
     assert exc.value.code == 3  # shrink.kfp_io.EXIT_EXPECTED: a ShrinkError
     err = capsys.readouterr().err
     assert "error: " in err and "label names disagree" in err and "the same names in a different order" in err
@@ -133,18 +129,8 @@ def test_benchmark_component_without_an_oos_rule_measures_and_passes_on_a_plain_
 ):
     from shrink.artifact import read_meta
 
-    result, metrics, confusion, calibrated = _outputs(tmp_path)
-    benchmark.python_func(
-        model=Model(uri=str(tiny_artifact)),
-        dataset=Dataset(uri=str(clinc_slice)),
-        benchmark=SMALL,
-        candidate="student",
-        oos={"enabled": False},
-        result=result,
-        metrics=metrics,
-        confusion=confusion,
-        calibrated=calibrated,
-    )
+    outputs = _bench(_outputs(tmp_path), tiny_artifact, clinc_slice, {"enabled": False})
+    result, metrics, confusion, calibrated = outputs
     record = json.loads((tmp_path / "result.json").read_text())
     meta = read_meta(calibrated.path)
     assert record["oos"] is None and "oos" not in meta.extra and calibrated.metadata["oos_rule"] == "off"
@@ -155,19 +141,8 @@ def test_benchmark_component_without_an_oos_rule_measures_and_passes_on_a_plain_
 
 
 def test_benchmark_component_refuses_a_bad_oos_section_with_one_line(tmp_path, tiny_artifact, clinc_slice, capsys):
-    result, metrics, confusion, calibrated = _outputs(tmp_path)
     with pytest.raises(SystemExit) as exc:
-        benchmark.python_func(
-            model=Model(uri=str(tiny_artifact)),
-            dataset=Dataset(uri=str(clinc_slice)),
-            benchmark=SMALL,
-            candidate="student",
-            oos={"label": "out_of_scope", "enabled": True},
-            result=result,
-            metrics=metrics,
-            confusion=confusion,
-            calibrated=calibrated,
-        )
+        _bench(_outputs(tmp_path), tiny_artifact, clinc_slice, {"label": "out_of_scope", "enabled": True})
     assert exc.value.code == 3
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
     assert len(err) == 1 and "oos.label: 'out_of_scope' is not a label of the data" in err[0]

@@ -40,18 +40,13 @@ def _reference_record(p50=50.0, p95=60.0, size=418.0, hw="hw-a"):
 
 
 @pytest.fixture
-def small_architecture():
+def small_architecture(monkeypatch):
     """A one-layer BERT under a test name: the same code paths as bert-base without writing 418 MB in CI."""
     from shrink import reference
 
-    reference.ARCHITECTURES["test-small"] = {
-        "hidden_size": 32,
-        "num_hidden_layers": 1,
-        "num_attention_heads": 2,
-        "intermediate_size": 64,
-    }
-    yield "test-small"
-    del reference.ARCHITECTURES["test-small"]
+    small = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64}
+    monkeypatch.setitem(reference.ARCHITECTURES, "test-small", small)
+    return "test-small"
 
 
 def test_bert_base_entry_is_bert_base_uncased_shape():
@@ -83,8 +78,9 @@ def test_reference_is_built_offline_and_timed_by_the_benchmark_worker(small_arch
 def test_the_reference_keeps_the_teachers_tokenizer_and_labels(small_architecture, tmp_path, tiny_artifact):
     from transformers import BertConfig
 
-    out = build_reference(small_architecture, tiny_artifact, tmp_path / "ref")
-    assert BertConfig.from_pretrained(out).num_hidden_layers == 1
+    out = tmp_path / "ref"
+    meta = build_reference(small_architecture, tiny_artifact, out)
+    assert BertConfig.from_pretrained(out).num_hidden_layers == 1 == meta.settings["shape"]["num_hidden_layers"]
     assert (out / "tokenizer.json").read_bytes() == (tiny_artifact / "tokenizer.json").read_bytes()
     labels = json.loads((tiny_artifact / "shrink.json").read_text())["label_names"]
     assert json.loads((out / "shrink.json").read_text())["label_names"] == labels

@@ -17,9 +17,9 @@ def benchmark_reference(
         result: The ``shrink.reference/v1`` record: batch-1 latency, size, memory, hardware.
         metrics: Its p50/p95 (ms) and size (MB) for the KFP UI.
     """
-    import json
     from pathlib import Path
 
+    from shrink.files import write_json
     from shrink.kfp_io import component_main
 
     with component_main("benchmark_reference", metrics):
@@ -35,5 +35,5 @@ def benchmark_reference(
             metrics.log_metric("reference_p95_ms", record["latency_ms"]["p95"])
             metrics.log_metric("reference_size_mb", record["size"]["model_mb"])
         Path(result.path).parent.mkdir(parents=True, exist_ok=True)
-        Path(result.path).write_text(json.dumps(record, indent=2))
+        write_json(result.path, record)
         result.metadata.update({"schema": record.get("schema", ""), "architecture": cfg.reference or ""})
