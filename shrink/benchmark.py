@@ -330,8 +330,9 @@ def _worker(req: dict[str, Any]) -> dict[str, Any]:
             clf.predict(batch)
         throughput[str(b)] = batches * b / (time.perf_counter() - t0)
 
-    # Accuracy batches group texts of similar length: little padding, so each query is computed almost as
-    # it is served alone (dynamically quantized models see padding in their activation ranges) and fast.
+    # Accuracy batches group texts of similar length: little padding, and fast. ``run`` splits them where a
+    # text's answer depends on its batch (dynamic INT8, ``Classifier.run_batch``): each is then computed
+    # exactly as it is served and as ``predict`` answers it alone.
     eval_texts: list[str] = req["eval_texts"]
     bs = int(req["eval_batch_size"])
     by_length = sorted(range(len(eval_texts)), key=lambda k: (len(eval_texts[k]), k))
@@ -339,7 +340,7 @@ def _worker(req: dict[str, Any]) -> dict[str, Any]:
     predictions, raw = [0] * len(eval_texts), [0] * len(eval_texts)
     for i in progress(range(0, len(by_length), bs), "accuracy", total=math.ceil(len(by_length) / bs)):
         chunk = by_length[i : i + bs]
-        logits = clf.logits(clf.encode([eval_texts[k] for k in chunk]))
+        logits = clf.run([eval_texts[k] for k in chunk])
         for k, p, r in zip(chunk, clf.decide(logits), logits.argmax(axis=-1), strict=True):
             predictions[k], raw[k] = int(p), int(r)
 

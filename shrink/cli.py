@@ -176,6 +176,9 @@ def cmd_registry(args) -> int:
 
 def cmd_serve(args) -> int:
     """`shrink serve`: answer texts over HTTP with an artifact, or whatever the production alias names."""
+    from shrink.serving import lean
+
+    lean.enter()  # before anything imports KServe: this process (and its workers) only serve
     from shrink import storage
     from shrink.config import from_dict, load_yaml
     from shrink.serving.config import ServeConfig
@@ -203,6 +206,7 @@ SERVE_FLAGS = (
     "intra_op_threads",
     "max_batch_size",
     "max_latency_ms",
+    "model_thread",
     "cache_size",
     "poll_seconds",
 )
@@ -281,8 +285,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, help="HTTP port (default 8080)")
     p.add_argument("--workers", type=int, help="server processes, each with its own model (default 1)")
     p.add_argument("--threads", dest="intra_op_threads", type=int, help="intra-op threads per worker (default 1)")
-    p.add_argument("--max-batch-size", type=int, help="most texts per model run; 1 turns batching off (default 32)")
+    p.add_argument("--max-batch-size", type=int, help="most texts per model run; 1 turns batching off (default 8)")
     p.add_argument("--max-latency-ms", type=float, help="longest wait for a batch to fill (default 0)")
+    p.add_argument(
+        "--model-thread",
+        action="store_true",
+        default=None,
+        help="run batches on a thread of their own (pays where each worker has a spare core; default off)",
+    )
     p.add_argument("--cache-size", type=int, help="answers kept in the LRU cache; 0 turns it off (default 10000)")
     p.add_argument("--poll-seconds", type=float, help="how often the alias is read (default 10)")
     p.set_defaults(func=cmd_serve)

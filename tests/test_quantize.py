@@ -136,6 +136,20 @@ def test_ort_dynamic_quantizes_matmuls_and_embeddings(exported, optimized, ort_d
     assert meta.metrics["agreement_with_fp32"] == pytest.approx(agreement, abs=1 / len(test_texts))
 
 
+def test_a_dynamic_int8_graph_answers_each_text_as_it_answers_it_alone(exported, ort_dynamic, ort_static, test_texts):
+    """Dynamic INT8 takes one activation scale per run: batched, a text's logits would depend on its company."""
+    from shrink.runtime import open_classifier
+
+    dynamic = open_classifier(ort_dynamic, threads=1)
+    assert dynamic.run_batch == 1
+    texts = test_texts[:24]
+    alone = np.concatenate([dynamic.run([t]) for t in texts])
+    np.testing.assert_array_equal(dynamic.run(texts), alone)  # bit for bit, padding and company notwithstanding
+    np.testing.assert_array_equal(dynamic.predict_all(texts, batch_size=8)[1], alone)
+    # Graphs with fixed scales (static QDQ, FP32) keep batching.
+    assert open_classifier(ort_static).run_batch is None and open_classifier(exported).run_batch is None
+
+
 def test_ort_dynamic_integer_kernel_on_plain_export_without_embeddings(tmp_path, exported, trained, test_texts):
     """MatMulInteger kernel; without the Gather the embeddings stay FP32 and the tiny model barely shrinks."""
     import onnx

@@ -263,12 +263,57 @@ def test_a_repeated_text_is_a_cache_hit(server):
     assert server.metric("shrink_serve_cache_misses_total", model="model") == misses + 2
 
 
+def test_a_repeat_that_arrives_while_its_first_copy_is_computed_waits_for_that_answer(exported):
+    """Coalescing: concurrent copies of a text (across requests and within one) cost one model run."""
+    import asyncio
+
+    from shrink.serving.predictor import ShrinkPredictor
+
+    from prometheus_client import REGISTRY
+
+    def hits():
+        return REGISTRY.get_sample_value("shrink_serve_cache_hits_total", {"model": "model"}) or 0.0
+
+    p = ShrinkPredictor(ServeConfig(model=str(exported), max_latency_ms=200))
+    p.begin()
+    before = hits()
+    runs = []
+    run = p.batcher._run
+    p.batcher._run = lambda texts: runs.append(list(texts)) or run(texts)
+
+    async def ask():
+        return await asyncio.gather(
+            p.answer(["what is my balance"]),
+            p.answer(["What is my  balance", "play some music"]),
+            p.answer(["play some music", "what is my balance"]),
+        )
+
+    try:
+        (a, _), (b, _), (c, _) = asyncio.run(ask())
+    finally:
+        p.stop()
+    assert sorted(t for batch in runs for t in batch) == ["play some music", "what is my balance"]
+    assert a[0] == b[0] == c[1] and b[1] == c[0]
+    assert hits() - before == 3  # 5 texts, 2 computed: the other 3 waited for those answers
+
+
 @pytest.mark.timeout(300)
-def test_concurrent_requests_are_batched(tmp_path, exported, reference, test_texts):
+@pytest.mark.parametrize("where", ["event loop", "model thread"])
+def test_concurrent_requests_are_batched(tmp_path, exported, reference, test_texts, where):
     # The batch waits for company up to 10 s, and closes when 8 texts are in: 8 concurrent requests
     # make exactly one batch of 8, however slowly the machine runs them.
+    flags = ["--model-thread"] if where == "model thread" else []
     srv = Server(
-        tmp_path, "--model", str(exported), "--max-batch-size", "8", "--max-latency-ms", "10000", "--cache-size", "0"
+        tmp_path,
+        "--model",
+        str(exported),
+        "--max-batch-size",
+        "8",
+        "--max-latency-ms",
+        "10000",
+        "--cache-size",
+        "0",
+        *flags,
     ).wait_live()
     try:
         texts = test_texts[:8]
@@ -493,6 +538,91 @@ def test_onnx_is_served_without_importing_torch(exported):
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.split() == ["False", "False"]
+
+
+def test_a_serving_process_leaves_out_what_kserve_imports_for_clusters_and_dataframes(exported):
+    """``shrink serve`` marks its process lean: no Kubernetes client, no pandas or pyarrow, nothing lost."""
+    code = (
+        "import asyncio, sys\n"
+        "from shrink.serving import lean\n"
+        "lean.enter()\n"
+        "from shrink.serving.config import ServeConfig\n"
+        "from shrink.serving.predictor import ShrinkPredictor\n"
+        "from shrink.serving.server import ShrinkModelServer\n"
+        f"p = ShrinkPredictor(ServeConfig(model={str(exported)!r}))\n"
+        "p.begin()\n"
+        "answers, version = asyncio.run(p.answer(['what is my balance', 'play music']))\n"
+        "assert len(answers) == 2 and p.ready, answers\n"
+        "loaded = [m for m in ('kubernetes', 'pyarrow', 'torch') if m in sys.modules]\n"
+        "import pandas\n"
+        "try:\n"
+        "    pandas.DataFrame({'a': [1]})\n"
+        "except RuntimeError as exc:\n"
+        "    refused = 'serving process' in str(exc)\n"
+        "import kserve\n"
+        "print(loaded, refused, kserve.KServeClient.__name__, 'kubernetes' in sys.modules,\n"
+        "      callable(pandas.concat), sys.modules['pandas'] is not pandas)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env={k: v for k, v in os.environ.items() if k != "SHRINK_SERVING_PROCESS"} | {"PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    # Nothing of the cluster client or pandas while serving; KServe's full package and pandas still load on use.
+    assert proc.stdout.split() == ["[]", "True", "KServeClient", "True", "True", "True"]
+
+
+def test_a_serving_process_still_serves_a_pytorch_artifact(tiny_artifact):
+    """transformers asks for pandas' spec and may import it: the placeholder must not break a PyTorch model."""
+    code = (
+        "import asyncio\n"
+        "from shrink.serving import lean\n"
+        "lean.enter()\n"
+        "from shrink.serving.config import ServeConfig\n"
+        "from shrink.serving.predictor import ShrinkPredictor\n"
+        f"p = ShrinkPredictor(ServeConfig(model={str(tiny_artifact)!r}))\n"
+        "p.begin()\n"
+        "answers, version = asyncio.run(p.answer(['what is my balance']))\n"
+        "print(p.ready, len(answers))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "SHRINK_SERVING_PROCESS"} | {"PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["True", "1"]
+
+
+def test_the_rest_server_leaves_out_kserves_per_request_cpu_timing():
+    from fastapi import FastAPI
+
+    from shrink.serving.kserve_api import RESTServer, TimingMiddleware
+    from shrink.serving.server import LeanRESTServer
+
+    def middlewares(cls):
+        app, rest = FastAPI(), object.__new__(cls)
+        rest.access_log_format = None
+        cls._add_middlewares(rest, app)
+        return [m.cls for m in app.user_middleware]
+
+    assert TimingMiddleware in middlewares(RESTServer)  # KServe's own adds it ...
+    assert TimingMiddleware not in middlewares(LeanRESTServer)  # ... shrink's does not
+
+
+def test_the_garbage_collector_is_settled_for_serving():
+    import gc
+
+    from shrink.serving.server import settle_garbage_collector
+
+    threshold = gc.get_threshold()
+    try:
+        settle_garbage_collector(gen0=12_345)
+        assert gc.get_threshold()[0] == 12_345 and gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*threshold)
 
 
 def test_serve_cli_fails_with_one_line_for_a_missing_model(tmp_path):

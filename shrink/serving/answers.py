@@ -162,7 +162,7 @@ class LoadedModel:
         for i in range(0, len(texts), self.max_batch_size):
             chunk = texts[i : i + self.max_batch_size]
             try:
-                logits = np.asarray(self.classifier.logits(self.classifier.encode(chunk)), dtype=np.float32)
+                logits = np.asarray(self.classifier.run(chunk), dtype=np.float32)
             except ShrinkError:
                 raise
             except Exception as exc:  # noqa: BLE001 - a runtime's own error types; one line for the log

@@ -3,10 +3,16 @@
 KServe's batcher is a sidecar that only understands the v1 protocol, and it
 pads nothing: here requests of either protocol queue on the event loop, and one
 consumer task takes what has queued (up to ``max_batch_size`` texts, waiting at
-most ``max_latency_ms`` after the first) and runs it on a single model thread,
-so the event loop keeps parsing requests while the model works and the next
-batch forms meanwhile. Each batch is padded only to its own longest text
-(``Classifier.encode`` pads dynamically).
+most ``max_latency_ms`` after the first) and runs it. Each batch is padded only
+to its own longest text (``Classifier.encode`` pads dynamically).
+
+Where a batch runs: on the event loop's own thread by default (Roblox's one
+thread per worker), or on a model thread (``model_thread``), so the loop keeps
+parsing requests while ONNX Runtime computes. The thread pays only where the
+worker has a core to spare for the loop; on one core both share it anyway and
+the hand-off costs (the demo's INT8 model at 32 clients on one core: 1,596
+req/s inline, 1,389 with the thread). Either way the next batch is what queued
+while the last one ran.
 
 A request is never split across batches, so all its answers come from one
 model version; the function that runs a batch picks the version when the batch
@@ -32,6 +38,7 @@ class MicroBatcher:
         max_batch_size: Most texts per batch (a single larger request runs alone).
         max_latency_ms: How long the first request of a batch may wait for more.
         on_batch: Called on the event loop with each batch's size (metrics).
+        model_thread: Run batches on one model thread instead of the event loop's.
     """
 
     def __init__(
@@ -40,6 +47,7 @@ class MicroBatcher:
         max_batch_size: int,
         max_latency_ms: float,
         on_batch: Callable[[int], None] | None = None,
+        model_thread: bool = False,
     ):
         self._run = run
         self.max_batch_size = max_batch_size
@@ -49,8 +57,12 @@ class MicroBatcher:
         self._queued_texts = 0
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
-        # One thread: runs never overlap, and intra-op threads are the only parallelism inside a worker.
-        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="shrink-model")
+        # One thread at most: runs never overlap, and intra-op threads are the only parallelism inside a worker.
+        self._executor = (
+            concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="shrink-model")
+            if model_thread
+            else None
+        )
 
     async def submit(self, texts: list[str]) -> tuple[list[Any], Any]:
         """Queue one request's texts; returns their results and the tag of the batch that ran them."""
@@ -92,7 +104,10 @@ class MicroBatcher:
             texts = [t for item in batch for t in item[0]]
             self._on_batch(len(texts))
             try:
-                results, tag = await loop.run_in_executor(self._executor, self._run, texts)
+                if self._executor is None:
+                    results, tag = self._run(texts)
+                else:
+                    results, tag = await loop.run_in_executor(self._executor, self._run, texts)
             except Exception as exc:  # noqa: BLE001 - handed to each waiting request, which reports it
                 for _, future, _ in batch:
                     if not future.done():
@@ -111,4 +126,5 @@ class MicroBatcher:
         for _, future, _ in self._queue:
             future.cancel()
         self._queue.clear()
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)

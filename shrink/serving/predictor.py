@@ -14,6 +14,7 @@ what is wrong. No model loaded yet is ``ModelNotReady``: HTTP 503.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import uuid
 from typing import Any
@@ -49,12 +50,15 @@ class ShrinkPredictor(Model):
             cfg.max_batch_size,
             cfg.max_latency_ms,
             on_batch=metrics.BATCH_SIZE.labels(self.name).observe,
+            model_thread=cfg.model_thread,
         )
         # Labelled children made once: ``labels()`` on every request costs more than the count itself.
         self._texts = metrics.TEXTS.labels(self.name)
         self._hits, self._misses = metrics.CACHE_HITS.labels(self.name), metrics.CACHE_MISSES.labels(self.name)
         self._entries = metrics.CACHE_ENTRIES.labels(self.name)
         self._info: tuple | None = None
+        # (version, cache key) -> the future answer of a text a batch is computing now.
+        self._in_flight: dict[tuple[str, str], asyncio.Future] = {}
         metrics.READY.labels(self.name).set(0)
 
     # KServe starts extra workers (``workers > 1``) as spawned processes that receive the
@@ -163,7 +167,13 @@ class ShrinkPredictor(Model):
         return model.answer(texts), model
 
     async def answer(self, texts: list[str]) -> tuple[list[Answer], ModelVersion]:
-        """Answers for ``texts`` from the cache or the model, all from one model version."""
+        """Answers for ``texts`` from the cache or the model, all from one model version.
+
+        A text whose answer is being computed right now (for another request, or
+        an earlier copy in this one) waits for that answer instead of running
+        again, and counts as a hit: with repeated queries and many clients a
+        repeat often arrives while its first copy is still queued.
+        """
         texts = [t[: self.cfg.max_text_chars] for t in texts]
         model = self.holder.current
         if model is None:
@@ -175,22 +185,64 @@ class ShrinkPredictor(Model):
         version = model.version.version
         keys = [model.key(t) for t in texts]
         found = [self.cache.get(version, k) for k in keys]
-        missing = [i for i, a in enumerate(found) if a is None]
-        self._hits.inc(len(texts) - len(missing))
-        self._misses.inc(len(missing))
-        if not missing:
-            return found, model.version
-        computed, ran = await self.batcher.submit([texts[i] for i in missing])
-        if ran.version.version != version:  # swapped while queued: answer all of it with the new version
-            computed, ran = await self.batcher.submit(texts)
-            missing, found, keys = list(range(len(texts))), [None] * len(texts), [ran.key(t) for t in texts]
-        for i, answer in zip(missing, computed, strict=True):
-            found[i] = answer
-            self.cache.put(ran.version.version, keys[i], answer)
+        loop = asyncio.get_running_loop()
+        own, waiting = [], {}
+        for i, answer in enumerate(found):
+            if answer is not None:
+                continue
+            slot = (version, keys[i])
+            if slot in self._in_flight:
+                waiting[i] = self._in_flight[slot]
+            else:
+                self._in_flight[slot] = future = loop.create_future()
+                future.add_done_callback(_retrieved)
+                own.append(i)
+        self._hits.inc(len(texts) - len(own))
+        self._misses.inc(len(own))
+        ran_models = {model}
+        if own:
+            try:
+                computed, ran = await self.batcher.submit([texts[i] for i in own])
+            except BaseException:
+                self._settle(version, [keys[i] for i in own], None, None)
+                raise
+            self._settle(version, [keys[i] for i in own], computed, ran)
+            for i, answer in zip(own, computed, strict=True):
+                found[i] = answer
+            ran_models.add(ran)
+        retry = []
+        for i, future in waiting.items():
+            try:
+                found[i], ran = await asyncio.shield(future)  # shielded: this client leaving cancels only itself
+                ran_models.add(ran)
+            except _Unanswered:  # the request computing it failed or went away: compute it here
+                retry.append(i)
+        if retry:
+            computed, ran = await self.batcher.submit([texts[i] for i in retry])
+            for i, answer in zip(retry, computed, strict=True):
+                found[i] = answer
+            ran_models.add(ran)
+        ran = max(ran_models, key=lambda m: m is not model)  # the model that ran, if not the one asked
+        if len({m.version.version for m in ran_models}) > 1:  # swapped meanwhile: all of it from the new version
+            found, ran = await self.batcher.submit(texts)
+            for text, answer in zip(texts, found, strict=True):
+                self.cache.put(ran.version.version, ran.key(text), answer)
         if ran is not model:
             self.cache.drop_other_versions(ran.version.version)
         self._entries.set(len(self.cache))
         return found, ran.version
+
+    def _settle(self, version: str, keys: list[str], answers: list[Answer] | None, ran: LoadedModel | None) -> None:
+        """Cache computed answers (of the version asked for) and hand them to the requests waiting for them."""
+        for n, key in enumerate(keys):
+            future = self._in_flight.pop((version, key), None)
+            if answers is not None and ran.version.version == version:
+                self.cache.put(version, key, answers[n])
+            if future is not None and not future.done():
+                if answers is None:
+                    future.set_exception(_Unanswered())
+                else:
+                    future.set_result((answers[n], ran))
 
     def _parse(self, payload: Any) -> tuple[list[str], str]:
         if isinstance(payload, InferRequest):
@@ -227,6 +279,16 @@ class ShrinkPredictor(Model):
             ],
             requested_outputs=payload.request_outputs,
         )
+
+
+class _Unanswered(Exception):
+    """The request computing a text did not get its answer (failed or went away)."""
+
+
+def _retrieved(future: asyncio.Future) -> None:
+    """Mark a shared future's exception as seen: nobody may be waiting for it."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _check_texts(texts: list, where: str, limit: int) -> list[str]:
