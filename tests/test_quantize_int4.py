@@ -215,14 +215,14 @@ def _rows(**figures):
 def test_prefer_smallest_keeps_the_smallest_eligible_variant_within_the_margin():
     from shrink.quantize import choose_variant
 
-    # The demo student's figures (agreement on 500 parity texts, step p50, MB), roughly.
-    rows = _rows(int8=(0.988, 0.610, 11.16), int4=(0.984, 0.650, 9.41), tensor_int4=(0.978, 0.600, 9.36))
+    # The demo student's figures (agreement on 500 parity texts, step p50, MB) and a made-up third variant.
+    rows = _rows(int8=(0.988, 0.648, 11.16), int4=(0.984, 0.710, 9.41), tensor_int4=(0.978, 0.600, 9.36))
     fastest = Int8SearchConfig()
     smallest = replace(fastest, prefer="smallest")
-    # Fastest-first: int4 is 6.6% slower than int8, outside tie_margin; tensor_int4 is outside the budget.
+    # Fastest-first: int4 is 9.6% slower than int8, outside tie_margin; tensor_int4 is outside the budget.
     assert choose_variant(rows, fastest)[0] == "int8"
     winner, why = choose_variant(rows, smallest)
-    assert winner == "int4" and "within 10% of the fastest (int8)" in why and "smallest" in why
+    assert winner == "int4" and "within 15% of the fastest (int8)" in why and "smallest" in why
     # The smaller, faster tensor_int4 agrees 1 point less than the best: never kept, whatever the preference.
     assert choose_variant(rows, replace(smallest, size_margin=0.5))[0] == "int4"
     # Beyond size_margin the fastest stands.
@@ -259,7 +259,7 @@ def test_int4_config_is_accepted():
         "quantize",
     )
     assert cfg.search.embeddings == ["int8", "int4"] and cfg.search.embedding_block_size == 64
-    assert cfg.search.prefer == "smallest" and cfg.search.size_margin == 0.10
+    assert cfg.search.prefer == "smallest" and cfg.search.size_margin == 0.15
 
 
 def test_without_a_reference_int4_is_not_taken_unjudged(tmp_path, optimized):
