@@ -267,9 +267,9 @@ def test_a_repeat_that_arrives_while_its_first_copy_is_computed_waits_for_that_a
     """Coalescing: concurrent copies of a text (across requests and within one) cost one model run."""
     import asyncio
 
-    from shrink.serving.predictor import ShrinkPredictor
-
     from prometheus_client import REGISTRY
+
+    from shrink.serving.predictor import ShrinkPredictor
 
     def hits():
         return REGISTRY.get_sample_value("shrink_serve_cache_hits_total", {"model": "model"}) or 0.0

@@ -25,8 +25,8 @@ try:
     from kserve.errors import InvalidInput, ModelNotFound, ModelNotReady, ServerNotReady
     from kserve.model import Model
     from kserve.model_server import ModelServer, app
-    from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
     from kserve.protocol.dataplane import DataPlane
+    from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
     from kserve.protocol.rest.server import RESTServer
     from timing_asgi import TimingMiddleware
 except ImportError as exc:

@@ -41,13 +41,13 @@ from shrink.serving import metrics
 from shrink.serving.config import ServeConfig
 from shrink.serving.kserve_api import (
     DataPlane,
-    RESTServer,
-    TimingMiddleware,
     InvalidInput,
     ModelNotFound,
     ModelNotReady,
     ModelServer,
+    RESTServer,
     ServerNotReady,
+    TimingMiddleware,
     app,
     kserve_logging,
 )
