@@ -8,9 +8,10 @@ the two places kfp.local itself uses, so nothing is scraped from terminal output
 
 * ``kfp.local.orchestrator.task_executor.execute_single_task`` (called by both of its
   orchestrators for every task): a step starts and ends, with its status and outputs;
-* ``kfp.local.subprocess_task_handler.run_local_subprocess`` (the one function that runs a
-  task's command): replaced by one that writes the task's output to its own log file
-  and keeps its exit code. When it is not called for a task, the task was a cache hit.
+* ``kfp.local.subprocess_task_handler.run_local_subprocess`` and, for the DockerRunner,
+  ``kfp.local.docker_task_handler.run_docker_container`` (the functions that run a task's
+  command): replaced by ones that write the task's output to its own log file and keep
+  its exit code. When neither is called for a task, the task was a cache hit.
 
 kfp.local's own printing (``sys.stdout``, ``sys.stderr``, warnings) goes to
 ``<run>/logs/kfp.log``; each task's output to ``<run>/logs/NN-<task>.log``. The console
@@ -238,15 +239,30 @@ class RunConsole:
 
         return wrapper
 
-    def _run_local_subprocess(self, full_command: list[str], env_vars: dict[str, str] | None = None) -> int:
-        """kfp.local's ``run_local_subprocess``, with the output in the task's own log file."""
+    def _begin(self) -> tuple[StepRecord | None, Path]:
+        """The running task's record, marked as executed (not a cache hit), and its log file."""
         record: StepRecord | None = getattr(_LOCAL, "record", None)
-        log = record.log if record is not None else self.log_dir / "task.log"
-        env = {**os.environ, **(env_vars or {})}
         if record is not None:
             if not record.executed:
                 self.say(f"  {record.name} ...")
             record.executed = True
+        return record, (record.log if record is not None else self.log_dir / "task.log")
+
+    def _line(self, record: StepRecord | None, fh: TextIO, line: str) -> None:
+        """One line of a task's output: to its log, its progress figure, and the console when verbose."""
+        fh.write(line)
+        fh.flush()
+        if record is not None:
+            match = PROGRESS.search(strip_ansi(line))
+            if match:
+                record.progress = match.group(1)
+        if self.verbose:
+            self.say(f"    | {line.rstrip()}")
+
+    def _run_local_subprocess(self, full_command: list[str], env_vars: dict[str, str] | None = None) -> int:
+        """kfp.local's ``run_local_subprocess``, with the output in the task's own log file."""
+        record, log = self._begin()
+        env = {**os.environ, **(env_vars or {})}
         with (
             open(log, "a", encoding="utf-8") as fh,
             subprocess.Popen(
@@ -261,15 +277,40 @@ class RunConsole:
         ):
             assert proc.stdout is not None
             for line in proc.stdout:
-                fh.write(line)
-                fh.flush()
-                if record is not None:
-                    match = PROGRESS.search(strip_ansi(line))
-                    if match:
-                        record.progress = match.group(1)
-                if self.verbose:
-                    self.say(f"    | {line.rstrip()}")
+                self._line(record, fh, line)
             code = proc.wait()
+        if record is not None:
+            record.returncode = code
+        return code
+
+    def _run_docker_container(self, client: Any, image: str, command: list[str], volumes: dict, **run_args: Any) -> int:
+        """kfp.local's ``run_docker_container`` (DockerRunner), with the output in the task's log and a true exit code.
+
+        Why not kfp's own: it starts the container with ``auto_remove`` and, when the
+        container is gone before its status is read, returns 0, so a step that failed quickly
+        reads as a success. Here the container is kept until its exit code is read, then
+        removed. kfp's pull of a missing image is kept: with no registry it fails at once.
+        """
+        record, log = self._begin()
+        ref = image if ":" in image.rsplit("/", 1)[-1] else f"{image}:latest"
+        if not client.images.list(name=ref):
+            client.images.pull(ref)
+        run_args = {k: v for k, v in run_args.items() if k not in ("auto_remove", "remove", "detach")}
+        box = client.containers.run(image=ref, command=command, detach=True, volumes=volumes, **run_args)
+        try:
+            with open(log, "a", encoding="utf-8") as fh:
+                pending = ""
+                for chunk in box.logs(stream=True, follow=True):
+                    pending += chunk.decode("utf-8", errors="replace")
+                    *lines, pending = pending.split("\n")
+                    for line in lines:
+                        self._line(record, fh, line + "\n")
+                if pending:
+                    self._line(record, fh, pending + "\n")
+            code = int(box.wait()["StatusCode"])
+        finally:
+            with contextlib.suppress(Exception):
+                box.remove(force=True)
         if record is not None:
             record.returncode = code
         return code
@@ -288,7 +329,7 @@ class RunConsole:
         setattr(module, attr, value)
 
     def __enter__(self) -> RunConsole:
-        from kfp.local import subprocess_task_handler
+        from kfp.local import docker_task_handler, subprocess_task_handler
         from kfp.local.orchestrator import task_executor
 
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -303,6 +344,7 @@ class RunConsole:
         )
         self._patch(task_executor, "execute_single_task", self._execute_single_task(task_executor.execute_single_task))
         self._patch(subprocess_task_handler, "run_local_subprocess", self._run_local_subprocess)
+        self._patch(docker_task_handler, "run_docker_container", self._run_docker_container)
         self._ticker = threading.Thread(target=self._progress_loop, daemon=True)
         self._ticker.start()
         return self

@@ -18,6 +18,7 @@ same decisions.
 from __future__ import annotations
 
 import importlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,7 @@ class Classifier:
         self.directory = Path(directory)
         self.meta = meta
         self._tokenizer = None
-        self.max_length = max_length or int(meta.settings.get("max_length", DEFAULT_MAX_LENGTH))
+        self.max_length = _max_length(self.directory, max_length or meta.settings.get("max_length"))
         self.oos_rule: OosRule | None = rule_of(meta, str(self.directory / META_FILE))
         self._backend, self._fields = (None, {})
         if input_names is not None:  # a graph that names its inputs: no need for transformers (nor torch)
@@ -116,6 +117,28 @@ class Classifier:
 
 # transformers' input names -> the attribute of a ``tokenizers.Encoding`` that holds them.
 _ENCODING_FIELDS = {"input_ids": "ids", "attention_mask": "attention_mask", "token_type_ids": "type_ids"}
+
+
+def _max_length(directory: Path, asked: Any) -> int:
+    """The pieces a text is truncated to: the artifact's (or the caller's) ``max_length``, within the position rows.
+
+    Why the check: ``shrink.vocab.trim_positions`` keeps only the rows a student's
+    ``max_length`` can index. Past them a longer text would fail in ONNX Runtime's Gather on
+    the first long request, in serving; this is one line at load instead. Without a setting
+    the default is capped at the model's rows.
+    """
+    path = directory / "config.json"
+    try:
+        rows = json.loads(path.read_text(encoding="utf-8")).get("max_position_embeddings")
+    except (OSError, ValueError, AttributeError):
+        rows = None  # no readable config: the loader that needs one says so
+    if not isinstance(rows, int) or isinstance(rows, bool) or rows < 1:
+        rows = None
+    if asked is None:
+        return min(DEFAULT_MAX_LENGTH, rows or DEFAULT_MAX_LENGTH)
+    if rows is not None and int(asked) > rows:
+        raise ShrinkError(f"{path}: max_length {int(asked)} exceeds the model's {rows} position embeddings")
+    return int(asked)
 
 
 def _serving_tokenizer(tokenizer, max_length: int):

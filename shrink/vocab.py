@@ -73,6 +73,7 @@ __all__ = [
     "piece_counts",
     "prune_tokenizer_json",
     "prune_vocabulary",
+    "trim_positions",
     "unknown_counts",
     "whole_text_tokenizer",
 ]
@@ -338,6 +339,42 @@ def prune_embeddings(model, keep: list[int], where: str) -> None:
             setattr(model.config, key, remap[value])
 
 
+def trim_positions(model, max_length: int, where: str) -> tuple[int, int] | None:
+    """Keep the first ``max_length`` rows of absolute position embeddings; (rows before, after), or None if kept.
+
+    Why: the runtime truncates every text to ``max_length`` pieces (the student's setting), so
+    the rows past it are never indexed. MiniLM has 512 for a 64-piece student: 448 rows of
+    384 that the INT8 file still stores (0.17 MB). ``config.max_position_embeddings`` follows,
+    so the runtime refuses a ``max_length`` the model no longer has rows for.
+
+    Only embeddings whose position ids count from 0 (BERT, DistilBERT, ELECTRA, ...) are
+    trimmed: RoBERTa-style ones offset them by ``padding_idx`` and keep every row, as do
+    models without a position table (relative or rotary positions).
+    """
+    import torch
+
+    base = getattr(model, model.base_model_prefix, model)
+    emb = getattr(base, "embeddings", None)
+    table = getattr(emb, "position_embeddings", None)
+    if not isinstance(table, torch.nn.Embedding) or hasattr(emb, "padding_idx"):
+        return None
+    rows = table.weight.shape[0]
+    if rows <= max_length:
+        return None
+    if getattr(model.config, "max_position_embeddings", None) != rows:
+        raise ShrinkError(f"{where}: config.max_position_embeddings does not match the {rows} position rows")
+    new = torch.nn.Embedding(max_length, table.weight.shape[1], dtype=table.weight.dtype)
+    with torch.no_grad():
+        new.weight.copy_(table.weight[:max_length])
+    emb.position_embeddings = new
+    for name in ("position_ids", "token_type_ids"):  # non-persistent buffers sized by the table
+        buffer = getattr(emb, name, None)
+        if isinstance(buffer, torch.Tensor) and buffer.dim() == 2 and buffer.shape[1] == rows:
+            setattr(emb, name, torch.nn.Buffer(buffer[:, :max_length].clone(), persistent=False))
+    model.config.max_position_embeddings = max_length
+    return rows, max_length
+
+
 def _config_ids(model) -> set[int]:
     ids = (getattr(model.config, k, None) for k in CONFIG_TOKEN_IDS)
     return {v for v in ids if isinstance(v, int) and not isinstance(v, bool) and v >= 0}
@@ -451,6 +488,10 @@ def prune_vocabulary(
     dim = model.get_input_embeddings().weight.shape[1]
     bytes_per = model.get_input_embeddings().weight.element_size()
     prune_embeddings(model, choice.keep, str(src))
+    max_length = meta.settings.get("max_length")
+    positions = trim_positions(model, int(max_length), str(src)) if cfg.trim_positions and max_length else None
+    if positions:
+        log.info("vocabulary: position rows %d -> %d (texts are truncated to max_length %d)", *positions, max_length)
 
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out), safe_serialization=True)
@@ -466,6 +507,7 @@ def prune_vocabulary(
         "rows": {"before": rows, "kept": len(choice.keep), **choice.reasons},
         "transfer_augment": meta.settings.get("augment") if texts.get("transfer") else None,
         "map_file": MAP_FILE,
+        "position_rows": {"before": positions[0], "kept": positions[1]} if positions else None,
     }
     common = dict(
         format="pytorch",
@@ -492,6 +534,7 @@ def prune_vocabulary(
         "removed_fraction": 1 - len(choice.keep) / rows,
         "embedding_mb_before": rows * dim * bytes_per / MB,
         "embedding_mb_after": len(choice.keep) * dim * bytes_per / MB,
+        "position_rows_removed": positions[0] - positions[1] if positions else 0,
         "size_mb_before": weights_before / MB,
         "size_mb": weights_after / MB,
         "pieces_used": choice.reasons["used"],

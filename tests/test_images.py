@@ -137,13 +137,25 @@ def test_dag_in_containers_decides_as_in_subprocesses(client, tmp_path, seaweed,
     """
     for step in STEPS:
         _image(client, step)
+    from dataclasses import replace
+
     from pipelines.local import run_local
+    from shrink import storage
+    from shrink.promote import alias_uri
     from tests.factories import tiny_pipeline_config as config
 
-    cfg = config(clinc_dir, tiny_model_dir)
+    # A model name of its own, and its alias taken away between the runs: both gates then judge without a
+    # champion (the first run's promotion would otherwise be the second's, and its goals relative to it).
+    cfg = replace(config(clinc_dir, tiny_model_dir), model_name=f"images-dag-{tmp_path.name[-12:]}")
     state, results = tmp_path / "state", tmp_path / "results"
     sub = run_local(cfg, run_id="sub", results_dir=results, state_dir=state)
+    bucket, key = storage.parse_uri(alias_uri(cfg.model_name, f"s3://{cfg.store.registry_bucket}"))
+    storage.client().delete_object(Bucket=bucket, Key=key)
     dock = run_local(cfg, run_id="docker", results_dir=results, state_dir=state, runner="docker")
+    assert sub["decision"]["production"] is None and dock["decision"]["production"] is None
+    # Steps that are never cached ran in their images: the console saw each container run.
+    logs = state / "runs" / "docker" / "logs"
+    assert any("gate" in p.name and p.stat().st_size > 0 for p in logs.glob("*.log")), sorted(logs.iterdir())
 
     def passing(summary):
         return {

@@ -171,6 +171,46 @@ def test_identical_ids_and_logits_on_texts_whose_pieces_are_kept(trained, pruned
     assert metrics["texts_checked"] == metrics["texts_tokenized"]
 
 
+def test_position_rows_past_max_length_are_dropped_and_long_texts_still_answer(trained, pruned, clinc_slice):
+    """The student truncates at max_length 32: its 128 position rows become 32, and texts past that agree."""
+    from safetensors.numpy import load_file
+
+    from shrink.runtime import open_classifier
+
+    before = load_file(str(trained / "model.safetensors"))
+    after = load_file(str(pruned / "model.safetensors"))
+    (name,) = [k for k in after if k.endswith("position_embeddings.weight")]
+    assert before[name].shape[0] == 128 and after[name].shape[0] == 32
+    np.testing.assert_array_equal(after[name], before[name][:32])
+    assert json.loads((pruned / "config.json").read_text())["max_position_embeddings"] == 32
+    meta = read_meta(pruned)
+    assert meta.metrics["position_rows_removed"] == 96
+    assert meta.settings["position_rows"] == {"before": 128, "kept": 32}
+    # Texts the tokenizer cuts at 32 pieces (train texts: every piece kept) give the parent's logits.
+    train = _splits(clinc_slice)["train"]
+    long = [" ".join(train[i : i + 8]) for i in range(0, 80, 8)]
+    assert min(len(_tok(pruned).encode(t).ids) for t in long) > 32
+    after, before = open_classifier(pruned).predict_all(long)[1], open_classifier(trained).predict_all(long)[1]
+    np.testing.assert_array_equal(after, before)
+
+
+def test_trim_positions_off_keeps_every_row(tmp_path, trained, clinc_slice):
+    from safetensors.numpy import load_file
+
+    meta = prune_vocabulary(trained, clinc_slice, tmp_path / "p", replace(DOMAIN_ONLY, trim_positions=False))
+    weights = load_file(str(tmp_path / "p" / "model.safetensors"))
+    (rows,) = {v.shape[0] for k, v in weights.items() if k.endswith("position_embeddings.weight")}
+    assert rows == 128 and meta.metrics["position_rows_removed"] == 0
+
+
+def test_runtime_refuses_a_max_length_past_the_position_rows(pruned):
+    from shrink.runtime import open_classifier
+
+    assert open_classifier(pruned).max_length == 32
+    with pytest.raises(ShrinkError, match=r"config.json: max_length 33 exceeds the model's 32 position embeddings"):
+        open_classifier(pruned, max_length=33)
+
+
 def test_both_runtime_tokenizer_paths_give_the_same_ids(pruned, clinc_slice):
     """ONNX models tokenize from tokenizer.json, PyTorch ones through the HF tokenizer: the pruned files agree."""
     from shrink.models import load_tokenizer
