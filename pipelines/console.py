@@ -124,7 +124,9 @@ def key_figure(outputs: dict[str, Any], task: str = "") -> str:
             params[key] = value
     parts = []
     if "train_examples" in metadata:
-        parts.append(f"{_count(metadata['train_examples'])} train, {_count(metadata.get('labels', '?'))} labels")
+        parts.append(f"{_count(metadata['train_examples'])} train")
+        if "labels" in metadata:  # a dataset has them; teacher logits only count texts
+            parts.append(f"{_count(metadata['labels'])} labels")
     if task.startswith("fingerprint-data") and isinstance(params.get("Output"), str):
         return f"data {params['Output'][:12]}"
     if "fingerprint" in metadata:

@@ -951,6 +951,8 @@ def _build_variants(
                     shutil.copy2(data, target / data.name)
             onnx.save(proto, str(target / MODEL_FILE))
         copy_companions(model_dir, target)
+        # quantized_ops as the final artifact records them: the runtime then answers each text alone where
+        # activation scales are per run (OrtClassifier), so the agreement judged here is the one served.
         sealed = write_artifact(
             target,
             format="onnx",
@@ -959,7 +961,7 @@ def _build_variants(
             technique="ort-dynamic-int8",
             settings={**inherited_settings(meta), **_variant_settings(variant, cfg, meta)},
             runtime=runtime_settings(cfg.runtime),
-            extra={"model_file": MODEL_FILE},
+            extra={"model_file": MODEL_FILE, "quantized_ops": quantized_ops(load_onnx_graph(target / MODEL_FILE))},
         )
         row: dict[str, Any] = {"variant": variant, "dir": target, "size_mb": weights_bytes(target, sealed) / 1e6}
         parity = measure_against_parity(target)

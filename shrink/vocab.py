@@ -22,6 +22,9 @@ stays 0 and every id that config and tokenizer name is remapped the same way):
   -0.1 point without them), but out-of-scope queries are recognised by words the training
   texts lack, and spelt in smaller pieces they look in scope (docs/vocabulary.md has the curve).
 
+The position-embedding rows past the student's ``max_length`` go too (:func:`trim_positions`):
+the runtime truncates there, so no text reaches them.
+
 Why a text whose pieces are all kept tokenizes exactly as before: WordPiece takes, at each
 position, the longest piece in the vocabulary; the pruned one is a subset of the full one
 that still holds the piece the full one took, so the longest match is that same piece. Such

@@ -88,3 +88,15 @@ def test_data_command_uses_the_local_store(tmp_path, seaweed, monkeypatch, clinc
     proc = _shrink("--state-dir", str(state), "data", "--config", str(config), unset=set(seaweed.env()))
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("s3://shrink-test/cli-data/clinc150: ") and "2 labels" in proc.stdout
+
+
+def test_key_figure_shows_only_the_counts_an_output_has():
+    """A dataset's line names its labels; teacher logits count texts only, with no '? labels' placeholder."""
+    from types import SimpleNamespace
+
+    from pipelines.console import key_figure
+
+    dataset = SimpleNamespace(metadata={"train_examples": 15250.0, "labels": 151.0})
+    logits = SimpleNamespace(metadata={"train_examples": 15250.0})
+    assert key_figure({"dataset": dataset}) == "15,250 train, 151 labels"
+    assert key_figure({"logits": logits}) == "15,250 train"
