@@ -47,6 +47,8 @@ bench/peers.py and docs/quantization.md.
 
 from __future__ import annotations
 
+import functools
+import platform
 import random
 import shutil
 import tempfile
@@ -90,6 +92,41 @@ def _keep_fp32(name: str, patterns: list[str]) -> bool:
 # --------------------------------------------------------------------------- PyTorch INT8
 
 
+# Where torch._int_mm is fast on a CPU: x86 with VNNI or AMX (int8 dot products into int32), and not x86.
+_FAST_INT8_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
+
+
+@functools.cache
+def int8_matmul_kernel() -> str:
+    """How :class:`Int8Linear` multiplies on this CPU: ``int_mm`` (``torch._int_mm``) or ``float``.
+
+    ``torch._int_mm`` takes a slow path on x86 CPUs without VNNI or AMX: on a 2.0 GHz AMD
+    EPYC with AVX2 only, 95.8% of the demo's PyTorch INT8 student's time went to it (3.7 ms
+    for one 16 x 384 @ 384 x 1536 product, where an FP32 ``nn.Linear`` of that shape takes
+    1.5 ms), and a request took 72 ms against the FP32 student's 9.3. There ``float``
+    multiplies the same int8 values with the FP32 GEMM: products of int8 values are exact in
+    float32 and so are their sums while they stay below 2^24 in magnitude, which a dot product
+    of ``in_features`` <= 1,040 terms always does (a longer one only when nearly every term
+    is near 127 x 127, and then off by one unit in 2^24). Same weights, same activation
+    scales, the same answers to within that; FP32 speed, INT8 size. ``SHRINK_TORCH_INT8_KERNEL``
+    (``int_mm`` or ``float``) overrides the choice.
+    """
+    import os
+
+    forced = os.environ.get("SHRINK_TORCH_INT8_KERNEL", "").strip()
+    if forced:
+        if forced not in ("int_mm", "float"):
+            raise ShrinkError(f"SHRINK_TORCH_INT8_KERNEL: {forced!r} is not int_mm or float")
+        return forced
+    from shrink.hardware import _cpuinfo
+
+    machine = platform.machine().lower()
+    if machine not in ("x86_64", "amd64", "x86", "i386", "i686"):
+        return "int_mm"
+    _, flags = _cpuinfo()
+    return "int_mm" if flags & _FAST_INT8_FLAGS else "float"
+
+
 def _int8_modules():
     """The INT8 module classes, built lazily so importing this file does not import torch."""
     import torch
@@ -123,14 +160,20 @@ def _int8_modules():
             return q
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            key = (self.weight_int8.data_ptr(), self.weight_int8._version)
+            kernel = "int_mm" if x.is_cuda else int8_matmul_kernel()
+            key = (self.weight_int8.data_ptr(), self.weight_int8._version, kernel)
             if self._cache is None or self._cache[0] != key:  # rebuilt after a load_state_dict
-                self._cache = (key, self.weight_int8.t().contiguous())  # [in, out]: what _int_mm reads fastest
+                weight = self.weight_int8.t().contiguous()  # [in, out]: what _int_mm reads fastest
+                self._cache = (key, weight if kernel == "int_mm" else weight.float())
             shape = x.shape
             x2 = x.reshape(-1, self.in_features).float()
             x_scale = x2.abs().amax(dim=1, keepdim=True).clamp_min(1e-12) / 127.0
             xq = torch.round(x2 / x_scale).to(torch.int8)
-            y = torch._int_mm(xq, self._cache[1]).float() * x_scale * self.weight_scale
+            if kernel == "int_mm":
+                acc = torch._int_mm(xq, self._cache[1]).float()
+            else:  # the same int8 products and sums in FP32 (int8_matmul_kernel says when that is exact)
+                acc = xq.float() @ self._cache[1]
+            y = acc * x_scale * self.weight_scale
             if self.bias is not None:
                 y = y + self.bias
             return y.reshape(*shape[:-1], self.out_features)
@@ -216,8 +259,8 @@ def quantize_torch_dynamic(
     (int8 per-channel weights + float scales) and run with ``torch._int_mm``,
     a core ATen kernel (~2x faster than FP32 on that MLP; a whole MiniLM-L6
     batch-1 request 6.3 ms against 11.7 ms, agreement 99.1%): the file format
-    outlives any quantization API, and :func:`load_torch_int8` can switch kernels
-    without re-quantizing. Per-channel weights cost nothing here, so they are
+    outlives any quantization API, and the kernel can change without re-quantizing
+    (on x86 CPUs without VNNI it does: :func:`int8_matmul_kernel`). Per-channel weights cost nothing here, so they are
     always used (``cfg.per_channel`` applies to ONNX Runtime).
     """
     import torch
@@ -287,6 +330,8 @@ def load_torch_int8(directory: Path, meta: ArtifactMeta, threads: int | None):
         _apply_plan(model, {"linear": plan.get("linear", []), "embedding": plan.get("embedding", [])}, convert=False)
     except AttributeError as exc:
         raise ShrinkError(f"{directory / 'shrink.json'}: int8_modules names a module the model lacks: {exc}") from None
+    if int8_matmul_kernel() == "float":
+        log.info("%s: torch._int_mm is slow on this CPU (no VNNI/AMX): int8 products in FP32", directory)
     result = model.load_state_dict(load_file(str(weights)), strict=False)
     if result.missing_keys or result.unexpected_keys:
         raise ShrinkError(

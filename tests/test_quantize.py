@@ -91,6 +91,52 @@ def test_torch_int8_is_int8_on_disk_and_agrees(trained, torch_int8, test_texts):
     assert 0 < np.abs(fp32_logits - int8_logits).max() < 0.5  # really quantized, only slightly off (logits ~5)
 
 
+def test_torch_int8_kernels_give_the_same_answers(trained, torch_int8, test_texts, monkeypatch):
+    """torch._int_mm and the FP32 GEMM of the same int8 values (CPUs without VNNI) agree bit for bit here.
+
+    The tiny model's dot products have at most 4 x 32 terms, so their sums are exact in float32; the
+    served model gives the same logits whichever kernel this CPU uses.
+    """
+    import shrink.quantize as q
+
+    logits = {}
+    for kernel in ("int_mm", "float"):
+        monkeypatch.setenv("SHRINK_TORCH_INT8_KERNEL", kernel)
+        q.int8_matmul_kernel.cache_clear()
+        assert q.int8_matmul_kernel() == kernel
+        logits[kernel] = _predictions(torch_int8, test_texts)[1]
+    q.int8_matmul_kernel.cache_clear()
+    np.testing.assert_array_equal(logits["int_mm"], logits["float"])
+    monkeypatch.setenv("SHRINK_TORCH_INT8_KERNEL", "int4")
+    with pytest.raises(q.ShrinkError, match="SHRINK_TORCH_INT8_KERNEL: 'int4' is not int_mm or float"):
+        q.int8_matmul_kernel()
+
+
+def test_torch_int8_kernel_follows_the_cpu(tmp_path, monkeypatch):
+    """int_mm where the CPU has int8 dot products (VNNI, AMX) or is not x86; the FP32 GEMM elsewhere."""
+    import platform
+
+    import shrink.hardware
+    import shrink.quantize as q
+
+    monkeypatch.delenv("SHRINK_TORCH_INT8_KERNEL", raising=False)
+
+    def kernel(machine, flags):
+        monkeypatch.setattr(platform, "machine", lambda: machine)
+        monkeypatch.setattr(shrink.hardware, "_cpuinfo", lambda path="/proc/cpuinfo": ("cpu", set(flags)))
+        q.int8_matmul_kernel.cache_clear()
+        return q.int8_matmul_kernel()
+
+    try:
+        assert kernel("x86_64", {"avx2", "fma"}) == "float"
+        assert kernel("x86_64", {"avx2", "avx512f", "avx512_vnni"}) == "int_mm"
+        assert kernel("x86_64", {"avx2", "avx_vnni"}) == "int_mm"
+        assert kernel("aarch64", {"asimd"}) == "int_mm"
+    finally:
+        monkeypatch.undo()
+        q.int8_matmul_kernel.cache_clear()
+
+
 def test_torch_int8_without_embeddings_saves_three_bytes_per_linear_weight(tmp_path, trained):
     """Stock dynamic INT8 (Linear only): the saving is exactly 3 of every 4 bytes of the quantized weights."""
     from shrink.artifact import read_meta
