@@ -254,12 +254,17 @@ def tiny_pipeline_config(clinc_dir, tiny_model_dir) -> PipelineConfig:
                 # A shape search: a 1- and a 2-layer student, each down the ONNX INT8 path to the gate.
                 "search": {"depth": [1, 2], "alpha": [0.5], "temperature": [2.0], "learning_rate": [3e-3]},
             },
-            "quantize": {"calibration_samples": 32},
+            # Short in-step timing of the INT8 variants (tests/test_quantize_search.py times the default).
+            "quantize": {"calibration_samples": 32, "search": {"timing_rounds": 2, "timing_requests": 30}},
             # No reference row: tests/test_reference.py covers it; timing BERT-base here would add a minute.
+            # One latency round (one fresh worker process, not three) per candidate: every benchmark in the DAG
+            # runs twice in tests/test_pipeline_local.py; the rounds are tested in tests/test_benchmark*.py.
             "benchmark": {
                 "warmup": 5,
                 "latency_samples": 50,
+                "latency_rounds": 1,
                 "batch_sizes": [8],
+                "throughput_queries": 32,
                 "bootstrap_resamples": 100,
                 "reference": None,
             },
