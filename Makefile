@@ -48,6 +48,7 @@ bench: venv store-up
 	$(BIN)/python bench/validity.py
 	PYTHON=$(BIN)/python docker/build.sh --gpu-on-cpu
 	SHRINK_DOCKER_DAG=1 $(BIN)/python -m pytest -q -m docker tests/test_images.py
+	SHRINK_SLOW=1 $(BIN)/python -m pytest -q tests/test_pipeline_local.py
 	$(BIN)/python bench/serve.py --decision results/latest/decision.json
 	$(BIN)/python bench/peers.py --run $(LATEST_RUN)
 
