@@ -67,6 +67,17 @@ def _cpuinfo(path: str | Path = "/proc/cpuinfo") -> tuple[str, set[str]]:
     return model or platform.processor() or platform.machine(), flags
 
 
+# x86 flags for int8 dot products into int32 (where int8 GEMM kernels such as torch._int_mm are fast).
+INT8_DOT_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
+
+
+def x86_without_int8_dot() -> bool:
+    """An x86 CPU without VNNI or AMX (from /proc/cpuinfo): int8 GEMMs there take slow paths."""
+    if platform.machine().lower() not in ("x86_64", "amd64", "x86", "i386", "i686"):
+        return False
+    return not _cpuinfo()[1] & INT8_DOT_FLAGS
+
+
 def available_cpus() -> int:
     """CPUs this process may run on: its affinity mask, capped by a cgroup CPU quota (a pod's limit)."""
     try:

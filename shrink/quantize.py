@@ -48,7 +48,6 @@ bench/peers.py and docs/quantization.md.
 from __future__ import annotations
 
 import functools
-import platform
 import random
 import shutil
 import tempfile
@@ -92,10 +91,6 @@ def _keep_fp32(name: str, patterns: list[str]) -> bool:
 # --------------------------------------------------------------------------- PyTorch INT8
 
 
-# Where torch._int_mm is fast on a CPU: x86 with VNNI or AMX (int8 dot products into int32), and not x86.
-_FAST_INT8_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
-
-
 @functools.cache
 def int8_matmul_kernel() -> str:
     """How :class:`Int8Linear` multiplies on this CPU: ``int_mm`` (``torch._int_mm``) or ``float``.
@@ -118,13 +113,9 @@ def int8_matmul_kernel() -> str:
         if forced not in ("int_mm", "float"):
             raise ShrinkError(f"SHRINK_TORCH_INT8_KERNEL: {forced!r} is not int_mm or float")
         return forced
-    from shrink.hardware import _cpuinfo
+    from shrink.hardware import x86_without_int8_dot
 
-    machine = platform.machine().lower()
-    if machine not in ("x86_64", "amd64", "x86", "i386", "i686"):
-        return "int_mm"
-    _, flags = _cpuinfo()
-    return "int_mm" if flags & _FAST_INT8_FLAGS else "float"
+    return "float" if x86_without_int8_dot() else "int_mm"
 
 
 def _int8_modules():
