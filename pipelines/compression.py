@@ -6,7 +6,7 @@
         student -> prune_vocabulary (when vocabulary.enabled) -> quantize_torch
                    prune_vocabulary -> export_onnx -> optimize_onnx -> quantize_ort_dynamic
                    export_onnx -> quantize_ort_static   (static QDQ cannot see inside the fused ops)
-        student -> prune (movement) / prune_structured            (when prune.enabled)
+        prune_vocabulary -> prune (movement) / prune_structured   (when prune.enabled)
                    prune_structured -> export_onnx -> optimize_onnx -> quantize_ort_dynamic
     every candidate, teacher included -> benchmark (one at a time) -> benchmark_reference -> benchmark_production
         -> gate -> promote
@@ -208,14 +208,16 @@ def build_pipeline(cfg: PipelineConfig):
             quantize_ort_static_op(model=onnx.outputs["out"], quantize=quantize, dataset=dataset),
             "quantize_ort_static",
         )
+        # Pruning starts from the same small-vocabulary student: the weights it removes are the encoder's, the
+        # rows vocabulary pruning removes are the embeddings', and the sizes add up (docs/pruning.md).
         for method in prune_methods:
             step(
-                prune_op(dataset=dataset, teacher=teacher_model, student=student, prune=prune, method=method),
+                prune_op(dataset=dataset, teacher=teacher_model, student=small, prune=prune, method=method),
                 f"prune:{method}",
             )
         if structured:
             ps = step(
-                prune_structured_op(dataset=dataset, teacher=teacher_model, student=student, prune=prune),
+                prune_structured_op(dataset=dataset, teacher=teacher_model, student=small, prune=prune),
                 "prune_structured",
             )
             # A structurally pruned model is a smaller dense one: it takes the student's fastest path too.

@@ -114,6 +114,10 @@ def test_structured_pruning_takes_the_onnx_int8_path_to_the_gate(tmp_path):
         if t["componentRef"]["name"].startswith("comp-export-onnx") and producer(t, "model") == "prune-structured"
     ]
     assert len(onnx) == 1
+    # Both pruning methods start from the small-vocabulary student, so their savings add to vocabulary pruning's.
+    assert cfg.vocabulary.enabled
+    for name in ("prune-structured", "prune"):
+        assert producer(tasks[name], "student") == "prune-vocabulary", name
     gate_inputs = tasks["gate"]["inputs"]["artifacts"]
     assert {"pruned_movement", "pruned_structured", "pruned_structured_int8"} <= set(gate_inputs)
     # The INT8 structured candidate is benchmarked from the chain that starts at the pruned model.

@@ -129,3 +129,32 @@ def test_prune_component_bad_input_is_one_line_and_exit_1(clinc_slice, student_a
         prune.python_func(prune=prune_section(schedule_start=20, schedule_steps=20), method="magnitude", **args)
     assert "longer than the 28 training steps" in capsys.readouterr().err
     assert not (tmp_path / "p").exists()
+
+
+def test_structured_pruning_keeps_a_small_vocabulary_and_its_tokenizer(clinc_slice, trained, tmp_path):
+    """The pipeline prunes the small-vocabulary student: the cut rows stay cut and texts tokenize as before."""
+    from components.prune_structured.component import prune_structured
+    from shrink.config import VocabularyConfig
+    from shrink.runtime import open_classifier
+    from shrink.vocab import prune_vocabulary
+
+    small = tmp_path / "small"
+    prune_vocabulary(trained, clinc_slice, small, VocabularyConfig(keep_fraction=None))
+    pruned, metrics = Model(uri=str(tmp_path / "pruned")), Metrics(uri=str(tmp_path / "metrics"))
+    prune_structured.python_func(
+        dataset=Dataset(uri=str(clinc_slice)),
+        teacher=Model(uri=str(trained)),
+        student=Model(uri=str(small)),
+        prune=prune_section(),
+        pruned=pruned,
+        metrics=metrics,
+    )
+    full, before, after = (open_classifier(p) for p in (trained, small, pruned.path))
+    rows = [c.module.bert.embeddings.word_embeddings.weight.shape[0] for c in (full, before, after)]
+    assert rows[2] == rows[1] < rows[0]
+    assert json.loads((tmp_path / "pruned" / "config.json").read_text())["vocab_size"] == rows[1]
+    texts = ["what is my balance", "xylophone quizzically", "play some jazz music"]
+    assert (after.encode(texts)["input_ids"] == before.encode(texts)["input_ids"]).all()
+    sizes = [sum(p.numel() for p in c.module.parameters()) for c in (full, before, after)]
+    assert sizes[2] < sizes[1] < sizes[0]
+    assert len(after.predict(texts)) == 3
