@@ -8,7 +8,7 @@ EmbedLayerNormalization 0 fused, against 4 and 1 with TorchScript), and it
 takes ~10x longer. TorchScript export is deprecated but present in torch 2.13;
 :func:`export_onnx` is the one place to change when it goes.
 
-Every ONNX artifact carries ``parity.json``: a sample of test texts with the
+Every ONNX artifact carries ``parity.json``: a sample of validation texts with the
 logits the source PyTorch model gave them. Later steps (graph optimization,
 INT8) measure agreement with FP32 against it without needing the dataset or
 the PyTorch model again, so each artifact records how far it is from the
@@ -227,13 +227,18 @@ def measure_against_parity(model_dir: str | Path, batch_size: int = 64) -> dict[
 
 
 def parity_texts(dataset_dir: str | Path, n: int, seed: int = 0) -> list[str]:
-    """A fixed random sample of test texts: held-out inputs, the same on every run of the pipeline."""
+    """A fixed random sample of validation texts, the same on every run of the pipeline.
+
+    Validation, not test: the INT8 search chooses its variant by agreement on these texts, and no test
+    input may inform a choice (the test split only scores the result). Unlabelled agreement with FP32
+    needs no more than inputs the training never saw.
+    """
     from shrink.data import load_prepared
 
     dd, _ = load_prepared(dataset_dir)
-    texts = list(dd["test"]["text"])
+    texts = list(dd["validation"]["text"])
     if not texts:
-        raise ShrinkError(f"{dataset_dir}: the test split is empty; nothing to check parity on")
+        raise ShrinkError(f"{dataset_dir}: the validation split is empty; nothing to check parity on")
     return random.Random(seed).sample(texts, min(n, len(texts)))
 
 

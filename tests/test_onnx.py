@@ -204,3 +204,16 @@ def test_serving_tokenizer_gives_the_hf_tokenizers_ids(exported, test_texts):
                 assert value.dtype == np.int64
                 np.testing.assert_array_equal(value, ref[name])
     assert clf.encode([long])["input_ids"].shape[1] == clf.max_length
+
+
+def test_parity_texts_are_validation_texts_never_test_texts(clinc_slice):
+    """The INT8 search chooses by agreement on these texts, so none may come from the test split."""
+    from shrink.data import load_prepared
+    from shrink.onnx_export import parity_texts
+
+    dd, _ = load_prepared(clinc_slice)
+    validation, test = set(dd["validation"]["text"]), set(dd["test"]["text"])
+    texts = parity_texts(clinc_slice, 10_000)
+    assert len(texts) == len(dd["validation"]) and set(texts) == validation
+    few = parity_texts(clinc_slice, 20)
+    assert len(few) == 20 and set(few) <= validation - test and few == parity_texts(clinc_slice, 20)

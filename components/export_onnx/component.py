@@ -1,4 +1,4 @@
-"""KFP component: export a PyTorch classifier to ONNX and check parity on test texts."""
+"""KFP component: export a PyTorch classifier to ONNX and check parity on validation texts."""
 
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Model, Output
@@ -12,7 +12,7 @@ def export_onnx(
 
     Args:
         model: A PyTorch FP32 classifier artifact.
-        dataset: The prepared dataset; ``quantize.parity_samples`` test texts are the parity slice.
+        dataset: The prepared dataset; ``quantize.parity_samples`` validation texts are the parity slice.
         quantize: The ``quantize`` section of the pipeline config (opset, parity_samples, runtime).
         out: The ONNX FP32 artifact with the runtime settings and the parity reference, parent = ``model``.
         metrics: Parity max abs logit difference and argmax agreement, file size (MB).
