@@ -52,7 +52,10 @@ def test_shape_search_sends_every_depth_to_the_gate(run):
         assert decision["records"][name]["artifact"]["technique"] == "ort-dynamic-int8"
     params = {n[len("searched@") : len("searched@L1")]: decision["records"][n]["size"]["parameters"] for n in searched}
     # One more encoder layer of the tiny BERT (hidden 64, FFN 128): 4 * 64 * 64 + 2 * 64 * 128 weights and more.
-    assert params["L2"] - params["L1"] > 4 * 64 * 64 + 2 * 64 * 128
+    # Each depth's INT8 search may keep another kernel, whose scales count too (per-tensor: one a matrix,
+    # per-channel: one a column, nbits: one a block of 32), so the counts carry a few hundred of overhead apart.
+    layer = 4 * 64 * 64 + 2 * 64 * 128
+    assert params["L2"] - params["L1"] > 0.95 * layer
 
 
 def test_promoted_version_is_complete_behind_the_alias(run):
