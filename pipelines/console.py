@@ -48,6 +48,10 @@ def strip_ansi(text: str) -> str:
     return ANSI.sub("", text)
 
 
+# How long a Docker API call may take before the run fails (docker-py's default is 60 s; see _run_docker_container).
+DOCKER_API_TIMEOUT_S = 900
+
+
 @dataclass
 class StepRecord:
     """One task of the run as the console saw it."""
@@ -293,12 +297,24 @@ class RunConsole:
         reads as a success. Here the container is kept until its exit code is read, then
         removed. kfp's pull of a missing image is kept: with no registry it fails at once.
         """
+        import requests
+
+        import docker
+        from shrink.errors import ShrinkError
+
         record, log = self._begin()
         ref = image if ":" in image.rsplit("/", 1)[-1] else f"{image}:latest"
-        if not client.images.list(name=ref):
-            client.images.pull(ref)
+        # docker-py waits 60 s for an answer; creating a container under the vfs storage driver copies the
+        # whole 2 GB image first (~50 s on a quiet 2-core machine), so a busy one timed out mid-run.
+        client.api.timeout = max(client.api.timeout or 0, DOCKER_API_TIMEOUT_S)
         run_args = {k: v for k, v in run_args.items() if k not in ("auto_remove", "remove", "detach")}
-        box = client.containers.run(image=ref, command=command, detach=True, volumes=volumes, **run_args)
+        try:
+            if not client.images.list(name=ref):
+                client.images.pull(ref)
+            box = client.containers.run(image=ref, command=command, detach=True, volumes=volumes, **run_args)
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            step = record.name if record is not None else ref
+            raise ShrinkError(f"{step}: the Docker engine could not start {ref}: {exc}") from None
         try:
             with open(log, "a", encoding="utf-8") as fh:
                 pending = ""

@@ -100,3 +100,24 @@ def test_key_figure_shows_only_the_counts_an_output_has():
     logits = SimpleNamespace(metadata={"train_examples": 15250.0})
     assert key_figure({"dataset": dataset}) == "15,250 train, 151 labels"
     assert key_figure({"logits": logits}) == "15,250 train"
+
+
+def test_an_engine_that_cannot_start_a_container_is_one_error_line(tmp_path):
+    """A Docker engine that does not answer (here: no socket at all) fails the step with one line naming the image."""
+    import io
+
+    import pytest
+
+    import docker
+    from pipelines.console import DOCKER_API_TIMEOUT_S, RunConsole
+    from shrink.errors import ShrinkError
+
+    client = docker.DockerClient(base_url=f"unix://{tmp_path / 'absent.sock'}", version="1.41")
+    console = RunConsole(tmp_path / "logs", out=io.StringIO())
+    (tmp_path / "logs").mkdir()
+    with pytest.raises(ShrinkError) as exc:
+        console._run_docker_container(client, "ghcr.io/shrink-ml/shrink-gate:0.1.0", ["true"], {})
+    message = str(exc.value)
+    assert "\n" not in message and "could not start ghcr.io/shrink-ml/shrink-gate:0.1.0" in message
+    # Creating a container under vfs copies the image first: the client waits longer than docker-py's 60 s.
+    assert client.api.timeout >= DOCKER_API_TIMEOUT_S > 60
