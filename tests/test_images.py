@@ -52,7 +52,10 @@ def client():
     """A Docker SDK client on the engine docker/engine.sh finds or starts (never installs one here)."""
     docker = pytest.importorskip("docker")
     env = {**os.environ, "SHRINK_DOCKER_INSTALL": os.environ.get("SHRINK_DOCKER_INSTALL", "0")}
-    up = subprocess.run(["bash", str(ROOT / "docker" / "engine.sh"), "up"], capture_output=True, text=True, env=env)
+    engine = str(ROOT / "docker" / "engine.sh")
+    # An engine this fixture starts, it stops: a dockerd left running holds the clone's .shrink/docker/data.
+    running = subprocess.run(["bash", engine, "status"], capture_output=True, text=True).returncode == 0
+    up = subprocess.run(["bash", engine, "up"], capture_output=True, text=True, env=env)
     if up.returncode != 0:
         reason = (up.stderr.strip().splitlines() or ["docker/engine.sh up failed"])[-1]
         pytest.skip(f"no Docker engine: {reason}")
@@ -62,6 +65,8 @@ def client():
     c = docker.from_env()
     yield c
     c.close()
+    if not running:
+        subprocess.run(["bash", engine, "down"], capture_output=True, text=True)
 
 
 def _image(client, step):
