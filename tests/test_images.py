@@ -47,26 +47,31 @@ print("CHECK " + json.dumps(out))
 """
 
 
+def engine_sh(verb: str, **env: str) -> subprocess.CompletedProcess:
+    """docker/engine.sh <verb> (up, down, status, host), its output captured."""
+    return subprocess.run(
+        ["bash", str(ROOT / "docker" / "engine.sh"), verb], capture_output=True, text=True, env={**os.environ, **env}
+    )
+
+
 @pytest.fixture(scope="module")
 def client():
     """A Docker SDK client on the engine docker/engine.sh finds or starts (never installs one here)."""
     docker = pytest.importorskip("docker")
-    env = {**os.environ, "SHRINK_DOCKER_INSTALL": os.environ.get("SHRINK_DOCKER_INSTALL", "0")}
-    engine = str(ROOT / "docker" / "engine.sh")
     # An engine this fixture starts, it stops: a dockerd left running holds the clone's .shrink/docker/data.
-    running = subprocess.run(["bash", engine, "status"], capture_output=True, text=True).returncode == 0
-    up = subprocess.run(["bash", engine, "up"], capture_output=True, text=True, env=env)
+    running = engine_sh("status").returncode == 0
+    up = engine_sh("up", SHRINK_DOCKER_INSTALL=os.environ.get("SHRINK_DOCKER_INSTALL", "0"))
     if up.returncode != 0:
         reason = (up.stderr.strip().splitlines() or ["docker/engine.sh up failed"])[-1]
         pytest.skip(f"no Docker engine: {reason}")
-    host = subprocess.run(["bash", str(ROOT / "docker" / "engine.sh"), "host"], capture_output=True, text=True)
-    if host.stdout.strip():
-        os.environ["DOCKER_HOST"] = host.stdout.strip()
+    host = engine_sh("host").stdout.strip()
+    if host:
+        os.environ["DOCKER_HOST"] = host
     c = docker.from_env()
     yield c
     c.close()
     if not running:
-        subprocess.run(["bash", engine, "down"], capture_output=True, text=True)
+        engine_sh("down")
 
 
 def _image(client, step):

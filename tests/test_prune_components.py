@@ -47,20 +47,28 @@ def read_metrics(metrics: Metrics) -> dict:
     return dict(metrics.metadata)
 
 
+def call_pruner(component, tmp_path, dataset, teacher, student, prune: dict, **extra) -> tuple[Model, Metrics]:
+    """Run a pruning component's function on real kfp.dsl artifacts; returns its (pruned, metrics) outputs."""
+    pruned, metrics = Model(uri=str(tmp_path / "pruned")), Metrics(uri=str(tmp_path / "metrics"))
+    component.python_func(
+        dataset=Dataset(uri=str(dataset)),
+        teacher=Model(uri=str(teacher)),
+        student=Model(uri=str(student)),
+        prune=prune,
+        pruned=pruned,
+        metrics=metrics,
+        **extra,
+    )
+    return pruned, metrics
+
+
 def test_prune_component_writes_a_sparse_artifact(clinc_slice, student_artifact, tmp_path):
     from components.prune.component import prune
     from shrink.artifact import read_meta
     from shrink.runtime import open_classifier
 
-    pruned, metrics = Model(uri=str(tmp_path / "pruned")), Metrics(uri=str(tmp_path / "metrics"))
-    prune.python_func(
-        dataset=Dataset(uri=str(clinc_slice)),
-        teacher=Model(uri=str(student_artifact)),
-        student=Model(uri=str(student_artifact)),
-        prune=prune_section(),
-        method="movement",
-        pruned=pruned,
-        metrics=metrics,
+    pruned, metrics = call_pruner(
+        prune, tmp_path, clinc_slice, student_artifact, student_artifact, prune_section(), method="movement"
     )
     meta = read_meta(pruned.path)
     assert meta.technique == "prune-movement" and meta.format == "pytorch"
@@ -86,14 +94,13 @@ def test_prune_structured_component_writes_a_smaller_dense_artifact(clinc_slice,
     from shrink.artifact import read_meta
     from shrink.runtime import open_classifier
 
-    pruned, metrics = Model(uri=str(tmp_path / "pruned")), Metrics(uri=str(tmp_path / "metrics"))
-    prune_structured.python_func(
-        dataset=Dataset(uri=str(clinc_slice)),
-        teacher=Model(uri=str(student_artifact)),
-        student=Model(uri=str(student_artifact)),
-        prune=prune_section(head_fraction=0.5, ffn_fraction=0.75),
-        pruned=pruned,
-        metrics=metrics,
+    pruned, metrics = call_pruner(
+        prune_structured,
+        tmp_path,
+        clinc_slice,
+        student_artifact,
+        student_artifact,
+        prune_section(head_fraction=0.5, ffn_fraction=0.75),
     )
     meta = read_meta(pruned.path)
     assert meta.technique == "prune-structured"
@@ -140,15 +147,7 @@ def test_structured_pruning_keeps_a_small_vocabulary_and_its_tokenizer(clinc_sli
 
     small = tmp_path / "small"
     prune_vocabulary(trained, clinc_slice, small, VocabularyConfig(keep_fraction=None))
-    pruned, metrics = Model(uri=str(tmp_path / "pruned")), Metrics(uri=str(tmp_path / "metrics"))
-    prune_structured.python_func(
-        dataset=Dataset(uri=str(clinc_slice)),
-        teacher=Model(uri=str(trained)),
-        student=Model(uri=str(small)),
-        prune=prune_section(),
-        pruned=pruned,
-        metrics=metrics,
-    )
+    pruned, _ = call_pruner(prune_structured, tmp_path, clinc_slice, trained, small, prune_section())
     full, before, after = (open_classifier(p) for p in (trained, small, pruned.path))
     rows = [c.module.bert.embeddings.word_embeddings.weight.shape[0] for c in (full, before, after)]
     assert rows[2] == rows[1] < rows[0]

@@ -114,7 +114,6 @@ def test_an_engine_that_cannot_start_a_container_is_one_error_line(tmp_path):
 
     client = docker.DockerClient(base_url=f"unix://{tmp_path / 'absent.sock'}", version="1.41")
     console = RunConsole(tmp_path / "logs", out=io.StringIO())
-    (tmp_path / "logs").mkdir()
     with pytest.raises(ShrinkError) as exc:
         console._run_docker_container(client, "ghcr.io/shrink-ml/shrink-gate:0.1.0", ["true"], {})
     message = str(exc.value)
