@@ -145,6 +145,14 @@ def key_figure(outputs: dict[str, Any], task: str = "") -> str:
         number = _number(metadata.get(key))
         if number is not None:
             parts.append(fmt.format(number))
+        if key == "val_accuracy" and "alpha" in metadata:
+            # A distillation trial: which one, so that a search's "Distil student" lines can be told apart.
+            if _number(metadata.get("num_layers")) is not None:
+                parts.append(f"{_count(metadata['num_layers'])} layers")
+            for name, k in (("alpha", "alpha"), ("T", "temperature"), ("lr", "learning_rate")):
+                value = _number(metadata.get(k))
+                if value is not None:
+                    parts.append(f"{name} {value:g}")
     if "promoted" in metadata:
         what = f"promoted {metadata.get('candidate')} {metadata.get('version')}"
         parts.append(what if metadata.get("promoted") else "nothing promoted")

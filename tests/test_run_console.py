@@ -102,6 +102,20 @@ def test_key_figure_shows_only_the_counts_an_output_has():
     assert key_figure({"logits": logits}) == "15,250 train"
 
 
+def test_key_figure_tells_distillation_trials_apart():
+    """In a search every trial is 'Distil student': its line names the shape and settings it trained with."""
+    from types import SimpleNamespace
+
+    from pipelines.console import key_figure
+
+    student = SimpleNamespace(
+        metadata={"val_accuracy": 0.921, "num_layers": 2.0, "alpha": 0.5, "temperature": 2.0, "learning_rate": 2e-4}
+    )
+    assert key_figure({"student": student}) == "val acc 92.10%, 2 layers, alpha 0.5, T 2, lr 0.0002"
+    teacher = SimpleNamespace(metadata={"val_accuracy": 0.9474})
+    assert key_figure({"teacher": teacher}) == "val acc 94.74%"
+
+
 def test_an_engine_that_cannot_start_a_container_is_one_error_line(tmp_path):
     """A Docker engine that does not answer (here: no socket at all) fails the step with one line naming the image."""
     import io
