@@ -190,7 +190,13 @@ def build_pipeline(cfg: PipelineConfig):
                     "benchmark:searched",
                     f"{STEPS['benchmark'].display} searched",
                 )
-        select = step(select_student_op(students=dsl.Collected(trial_task.outputs["student"])), "select_student")
+        select = step(
+            select_student_op(
+                students=dsl.Collected(trial_task.outputs["student"]),
+                tolerance=cfg.distill.search.select_tolerance,
+            ),
+            "select_student",
+        )
         student = select.outputs["best"]
         # The INT8 / ONNX paths start from the student with its vocabulary cut to the domain's word pieces.
         small = student

@@ -97,3 +97,5 @@ def test_a_trial_and_the_search_grid_follow_the_same_rules():
         parse_trial({"alpha": 0.5, "temperature": 2.0, "beta": 1})
     with pytest.raises(ShrinkError, match="must be numbers"):
         parse_trial({"alpha": "half", "temperature": 2.0, "learning_rate": 1e-4})
+    with pytest.raises(ShrinkError, match=r"search\.select_tolerance: 1\.0 must be in \[0, 1\)"):
+        from_dict(SearchConfig, {"select_tolerance": 1.0}, "search")

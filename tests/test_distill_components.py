@@ -106,6 +106,30 @@ def test_distill_and_select_student_components(tmp_path, clinc_slice, teacher, l
     assert f"trial {winner} of 2" in summary and "\n" not in summary
 
 
+def test_select_student_with_a_tolerance_keeps_the_shallowest_student_within_it(tmp_path, clinc_slice, teacher, logits):
+    """A shape search: a 1-layer student that barely trains and a trained 2-layer one. Accuracy alone keeps the
+    deeper; a tolerance wide enough to admit the shallower keeps it; one narrower than the gap does not."""
+    trials = [{**TRIALS[0], "depth": 1}, {**TRIALS[1], "depth": 2}]
+    students = [_distill(tmp_path, f"d{i}", clinc_slice, teacher, logits, t)[0] for i, t in enumerate(trials)]
+    accs = [s.metadata["val_accuracy"] for s in students]
+    layers = [read_meta(s.path).metrics["num_layers"] for s in students]
+    assert layers == [1, 2] and accs[1] > accs[0]
+    gap = accs[1] - accs[0]
+    for name, tolerance, expected in (("best", 0.0, 1), ("narrow", gap / 2, 1), ("wide", min(gap + 0.01, 0.99), 0)):
+        best, metrics = Model(uri=str(tmp_path / name)), Metrics(uri=str(tmp_path / f"{name}-metrics"))
+        summary = select_student_op.python_func(students=students, best=best, metrics=metrics, tolerance=tolerance)
+        assert metrics.metadata["best_trial"] == expected, (name, tolerance, accs)
+        assert read_meta(best.path).content_hash() == students[expected].metadata["content_hash"]
+        assert ("shallowest within" in summary) == (tolerance > 0)
+    with pytest.raises(SystemExit):
+        select_student_op.python_func(
+            students=students,
+            best=Model(uri=str(tmp_path / "bad")),
+            metrics=Metrics(uri=str(tmp_path / "bm")),
+            tolerance=1.5,
+        )
+
+
 @pytest.mark.parametrize(
     ("trial", "message"),
     [
