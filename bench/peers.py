@@ -307,12 +307,26 @@ def find_in_run(run: Path) -> dict[str, Path]:
         except Exception:  # noqa: BLE001 - a run folder holds other JSON artifacts too
             continue
     exports = [d for d, m in metas.items() if m.technique == "onnx-export" and "structured" not in str(d)]
-    exports.sort(key=lambda d: (d.parent.name != "export-onnx" and "export-onnx" not in d.parts, str(d)))
+    # The pipeline's main path: not a shape-search iteration (for-loop-*), in a task folder export-onnx[-N]
+    # (kfp.local numbers a task name's second use, and the search's own export takes the plain name).
+    exports.sort(
+        key=lambda d: (
+            any(p.startswith("for-loop-") for p in d.parts),
+            not any(p == "export-onnx" or p.startswith("export-onnx-") for p in d.parts),
+            str(d),
+        )
+    )
     if not exports:
         raise SystemExit(f"error: {run}: no onnx-export artifact found in this run")
     found: dict[str, Path] = {"onnx": exports[0]}
     onnx_meta = metas[exports[0]]
-    for directory, meta in metas.items():
+
+    # Same content may sit in several folders: a search iteration's, a benchmark's calibrated copy (which
+    # carries an oos rule, so it would not answer as the plain graph): the main path's own outputs first.
+    def rank(item):
+        return (any(p.startswith("for-loop-") for p in item[0].parts), "calibrated" in item[0].parts, str(item[0]))
+
+    for directory, meta in sorted(metas.items(), key=rank):
         parent = (meta.parent or {}).get("content_hash")
         if meta.technique == "ort-optimize" and parent == onnx_meta.content_hash():
             found.setdefault("optimized", directory)
@@ -358,8 +372,11 @@ def main(argv: list[str] | None = None) -> int:
     from shrink.quantize import quantize_ort_dynamic
 
     setup_logging()
-    paths = find_in_run(args.run) if args.run else {}
-    paths |= {k: v for k, v in (("student", args.student), ("onnx", args.onnx), ("optimized", args.optimized)) if v}
+    # Absolute paths: the peers' scripts run in their own working directories.
+    paths = find_in_run(args.run.resolve()) if args.run else {}
+    paths |= {
+        k: v.resolve() for k, v in (("student", args.student), ("onnx", args.onnx), ("optimized", args.optimized)) if v
+    }
     missing = [k for k in ("student", "onnx", "optimized") if k not in paths]
     if missing:
         parser.error(f"give --run or all of --student, --onnx, --optimized (missing {', '.join(missing)})")
