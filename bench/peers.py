@@ -291,6 +291,11 @@ def accuracy_as_benchmarked(directory: Path, texts: list[str], labels, batch_siz
     return float((pred == labels).mean())
 
 
+def _in_search(path: Path) -> bool:
+    """Whether a step output lies inside a shape-search iteration (kfp.local's for-loop-* folders)."""
+    return any(p.startswith("for-loop-") for p in path.parts)
+
+
 def find_in_run(run: Path) -> dict[str, Path]:
     """The student, its FP32 export, its optimized graph and the prepared dataset among a demo run's step outputs.
 
@@ -311,7 +316,7 @@ def find_in_run(run: Path) -> dict[str, Path]:
     # (kfp.local numbers a task name's second use, and the search's own export takes the plain name).
     exports.sort(
         key=lambda d: (
-            any(p.startswith("for-loop-") for p in d.parts),
+            _in_search(d),
             not any(p == "export-onnx" or p.startswith("export-onnx-") for p in d.parts),
             str(d),
         )
@@ -324,7 +329,7 @@ def find_in_run(run: Path) -> dict[str, Path]:
     # Same content may sit in several folders: a search iteration's, a benchmark's calibrated copy (which
     # carries an oos rule, so it would not answer as the plain graph): the main path's own outputs first.
     def rank(item):
-        return (any(p.startswith("for-loop-") for p in item[0].parts), "calibrated" in item[0].parts, str(item[0]))
+        return (_in_search(item[0]), "calibrated" in item[0].parts, str(item[0]))
 
     for directory, meta in sorted(metas.items(), key=rank):
         parent = (meta.parent or {}).get("content_hash")

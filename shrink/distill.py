@@ -238,10 +238,10 @@ def select_best_student(student_dirs: list[str | Path], out_dir: str | Path, tol
     best = max(t["val_accuracy"] for t in trials)
     # A float margin: a trial exactly ``tolerance`` below the best is within it, however the subtraction rounds.
     eligible = [i for i, t in enumerate(trials) if t["val_accuracy"] >= best - tolerance - 1e-9]
-    if tolerance > 0:
-        index = min(eligible, key=lambda i: (trials[i]["num_layers"], -trials[i]["val_accuracy"], i))
-    else:
-        index = max(eligible, key=lambda i: (trials[i]["val_accuracy"], -i))
+    # Fewest layers first only with a tolerance; then the most accurate, then the first trial.
+    index = min(
+        eligible, key=lambda i: (trials[i]["num_layers"] if tolerance > 0 else 0, -trials[i]["val_accuracy"], i)
+    )
     out = Path(out_dir)
     shutil.copytree(student_dirs[index], out, dirs_exist_ok=True)
     read_meta(out)
