@@ -84,6 +84,19 @@ def _param(obj):
     return obj
 
 
+def _trial_section(distill) -> dict:
+    """The ``distill`` section as the trials read it: without its ``search``.
+
+    The search reaches the DAG as the ``trials`` parameter (one dict per trial) and, at compile time, as its
+    shapes and selection tolerance; no trial reads it. Left in, a change to it (a selection tolerance, the
+    parallelism) would change every trial's inputs, and kfp's cache would train every student again: with it
+    in, make bench's second run distilled all eight trials again for a new tolerance (45 minutes).
+    """
+    section = _param(distill)
+    section.pop("search", None)
+    return section
+
+
 def build_pipeline(cfg: PipelineConfig):
     """Return the KFP pipeline function for ``cfg`` (parameters default to the config's values)."""
     pools = {"gpu": cfg.placement.gpu, "cpu": cfg.placement.cpu, "benchmark": cfg.placement.benchmark}
@@ -121,7 +134,7 @@ def build_pipeline(cfg: PipelineConfig):
     def compression(
         data: dict = _param(cfg.data),
         teacher: dict = _param(cfg.teacher),
-        distill: dict = _param(cfg.distill),
+        distill: dict = _trial_section(cfg.distill),
         trials: list = cfg.distill.search.trials(),
         quantize: dict = _param(cfg.quantize),
         prune: dict = _param(cfg.prune),
@@ -136,7 +149,8 @@ def build_pipeline(cfg: PipelineConfig):
         Args:
             data: Data source and subset: CLINC150 JSON, CSV directory, hf:<id>, saved dataset or s3:// URI.
             teacher: Base encoder to fine-tune, or an already fine-tuned teacher checkpoint, and its training settings.
-            distill: Student initialisation (layers kept from the teacher or a checkpoint) and training settings.
+            distill: Student initialisation (layers kept from the teacher or a checkpoint) and training settings
+                (the search is ``trials``).
             trials: Distillation trials, one dict of alpha, temperature and learning_rate per trial.
             quantize: ONNX opset, INT8 options (per-channel, embeddings, calibration) and runtime threads.
             prune: Pruning methods and target sparsity.

@@ -127,3 +127,33 @@ def test_structured_pruning_takes_the_onnx_int8_path_to_the_gate(tmp_path):
     optimize = producer(tasks[quant], "model")
     assert tasks[optimize]["componentRef"]["name"].startswith("comp-optimize-onnx")
     assert producer(tasks[optimize], "model") == onnx[0]
+
+
+def test_a_new_selection_rule_keeps_every_trials_inputs(tmp_path):
+    """The trials do not read ``distill.search``, so changing it leaves their inputs, and kfp's cache keys, alone.
+
+    The selection tolerance and the parallelism only change the DAG around the trials; had the whole section
+    reached them, a new tolerance would have trained every student again.
+    """
+    import dataclasses
+
+    from pipelines.compression import compile_pipeline
+
+    def compiled(**search) -> dict:
+        cfg = load_pipeline_config(DEMO)
+        cfg = dataclasses.replace(
+            cfg, distill=dataclasses.replace(cfg.distill, search=dataclasses.replace(cfg.distill.search, **search))
+        )
+        out = tmp_path / "pipeline.yaml"
+        compile_pipeline(cfg, str(out))
+        return next(yaml.safe_load_all(out.read_text()))
+
+    before, after = compiled(), compiled(select_tolerance=0.02, parallelism=2)
+    params = before["root"]["inputDefinitions"]["parameters"]
+    assert "search" not in params["distill"]["defaultValue"]
+    assert params["distill"]["defaultValue"]["train"]  # the trials' own settings are still there
+    assert params == after["root"]["inputDefinitions"]["parameters"]
+    for name in ("comp-teacher-logits", "comp-distill"):
+        assert before["components"][name] == after["components"][name], name
+    # The tolerance itself still reaches select_student.
+    assert before["root"]["dag"]["tasks"] != after["root"]["dag"]["tasks"]
