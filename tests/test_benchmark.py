@@ -213,6 +213,27 @@ def test_confusion_matrix_rows_are_truth():
         confusion_matrix([0, 3], [0, 0], 3)
 
 
+def test_paired_difference_counts_the_texts_only_one_model_gets_right():
+    from shrink.metrics import paired_difference
+
+    truth = [0] * 12
+    # A right on 0-8, B right on 0-3 and 9: A alone on 4-8 (5 texts), B alone on 9 (1 text).
+    a = [0] * 9 + [1, 1, 1]
+    b = [0] * 4 + [1] * 5 + [0, 1, 1]
+    r = paired_difference(truth, a, b)
+    assert (r["a_only"], r["b_only"]) == (5, 1)
+    assert r["difference"] == pytest.approx(4 / 12)
+    # Exact two-sided binomial on 6 discordant pairs: 2 * P(X <= 1) = 2 * 7/64.
+    assert r["p_value"] == pytest.approx(14 / 64)
+    swapped = paired_difference(truth, b, a)
+    assert (swapped["a_only"], swapped["b_only"], swapped["p_value"]) == (1, 5, r["p_value"])
+    assert paired_difference(truth, a, a)["p_value"] == 1.0
+    # 20 texts, all for A: far from chance.
+    assert paired_difference([0] * 20, [0] * 20, [1] * 20)["p_value"] == pytest.approx(2 / 2**20)
+    with pytest.raises(ValueError):
+        paired_difference([0, 1], [0], [0, 1])
+
+
 # --------------------------------------------------------------------------- size
 
 
