@@ -144,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     from shrink.data import OOS_LABEL, load_prepared
     from shrink.errors import ShrinkError
     from shrink.logs import setup_logging
+    from shrink.metrics import paired_difference
     from shrink.onnx_export import parity_texts
     from shrink.vocab import prune_vocabulary
 
@@ -195,7 +196,10 @@ def main(argv: list[str] | None = None) -> int:
                 tag = "unpruned" if side == "unpruned" else variants.name
                 row[side] = evaluate(directory, with_rule(directory, f"{tag}-{form}"), texts, labels, rows, oos)
             b, a = row["unpruned"], row["pruned"]
-            row["agreement"] = float((b.pop("pred") == a.pop("pred")).mean())
+            before_pred, after_pred = b.pop("pred"), a.pop("pred")
+            row["agreement"] = float((before_pred == after_pred).mean())
+            # Is the change a difference at all, or the luck of a dozen texts? (rule applied when on)
+            row["paired"] = paired_difference(labels, after_pred, before_pred)
             row["change_points"] = {
                 k: 100 * (a[k]["accuracy"] - b[k]["accuracy"]) for k in ("raw", "rule") if b[k] is not None
             }
@@ -229,11 +233,14 @@ def main(argv: list[str] | None = None) -> int:
         f"pieces per text {tok['pieces_per_text_full']:.2f} -> {tok['pieces_per_text_pruned']:.2f}",
         "",
         "Accuracy (points of change): the argmax (raw) and with the oos rule fitted on validation, as the benchmark "
-        "judges every candidate. Agreement: predictions equal to the unpruned model's (rule applied when on).",
+        "judges every candidate. Agreement: predictions equal to the unpruned model's (rule applied when on). "
+        "Paired: test texts only the pruned model gets right / only the unpruned one does, and the exact McNemar "
+        "p-value of that split (below 0.05: the accuracies differ).",
         "",
         "| form | MB before | after | embeddings MB before | after | raw accuracy before | after | change "
-        "| with rule before | after | change | oos recall before | after | in-scope before | after | agreement |",
-        "|" + "---|" * 16,
+        "| with rule before | after | change | oos recall before | after | in-scope before | after | agreement "
+        "| paired |",
+        "|" + "---|" * 17,
     ]
 
     def pct(figs, key):
@@ -249,7 +256,8 @@ def main(argv: list[str] | None = None) -> int:
             + (f"{ch['rule']:+.2f}" if "rule" in ch else "-")
             + f" | {pct(shown_b, 'oos_recall')} | {pct(shown_a, 'oos_recall')} "
             f"| {pct(shown_b, 'in_scope_accuracy')} | {pct(shown_a, 'in_scope_accuracy')} "
-            f"| {100 * r['agreement']:.2f} |"
+            f"| {100 * r['agreement']:.2f} "
+            f"| {r['paired']['a_only']} / {r['paired']['b_only']}, p = {r['paired']['p_value']:.2f} |"
         )
     (args.out / "vocab-bench.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
