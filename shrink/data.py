@@ -265,6 +265,17 @@ def _subsample(rows: list[tuple[str, str]], n: int, seed: int) -> list[tuple[str
     return [r for i, r in enumerate(rows) if i in keep]
 
 
+def label_names(cfg: DataConfig) -> list[str]:
+    """The class names ``load_dataset`` would give, read without building any dataset.
+
+    For checks before the first step (:mod:`shrink.preflight`): the out-of-scope label of an
+    explicitly enabled rule is looked up here in a second, not by the first benchmark an hour in.
+    """
+    rows = _read_source(cfg.source, cfg)
+    names = {label for _, label in rows["train"]}
+    return sorted(names & set(cfg.labels) if cfg.labels else names)
+
+
 def load_dataset(cfg: DataConfig):
     """Turn a data spec into the canonical DatasetDict (``train``/``validation``/``test``)."""
     import datasets

@@ -93,6 +93,11 @@ def check(cfg, where: str, local: bool = True) -> None:
                 raise ShrinkError(
                     f"{where}: distill.search.depth: {deeper} deeper than the teacher's {depth} layers (from {source})"
                 )
+    if local and cfg.oos.enabled is True and not cfg.data.labels and _local(cfg.data.source) is not None:
+        # ``data.labels`` given: PipelineConfig.check has compared them already. Remote data: the step that reads it.
+        from shrink.data import label_names
+
+        cfg.oos.active(label_names(cfg.data), f"{where}: oos")
     trials = cfg.distill.search.trials()
     if len({tuple(sorted(t.items())) for t in trials}) != len(trials):
         raise ShrinkError(f"{where}: distill.search: a value repeats, so two trials would be the same run")

@@ -95,3 +95,20 @@ def test_compile_output_into_a_missing_folder_or_onto_a_folder(tmp_path, capsys)
     assert err.startswith("error: ") and "missing does not exist" in err and "\n" not in err
     assert main(["compile", "--config", str(path), "-o", str(tmp_path)]) == 1
     assert "is a folder, expected a file name to write" in capsys.readouterr().err
+
+
+def test_an_enabled_oos_rule_naming_no_label_of_the_data_is_refused_before_any_step(tmp_path, clinc_dir, capsys):
+    """``oos.enabled: true`` with a label the data lacks: refused from the data's labels, not an hour in."""
+    path = _config(tmp_path, source=str(clinc_dir))
+    path.write_text(path.read_text() + "oos: {enabled: true, label: out_of_scope}\n")
+    with pytest.raises(ShrinkError, match=r"c.yaml: oos.label: 'out_of_scope' is not a label of the data \(labels: "):
+        check(load_config(path), str(path))
+    state = tmp_path / "state"
+    assert main(["--state-dir", str(state), "run", "--config", str(path)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "'out_of_scope' is not a label of the data" in err[0]
+    assert not (state / "runs").exists(), "a step ran before the config was checked"
+    # The real label passes, and so does `auto` (it turns the rule off for label sets without one).
+    for oos in ("{enabled: true, label: oos}", "{enabled: auto, label: out_of_scope}"):
+        path.write_text(path.read_text().rsplit("oos:", 1)[0] + f"oos: {oos}\n")
+        check(load_config(path), str(path))
