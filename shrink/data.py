@@ -271,15 +271,11 @@ def label_names(cfg: DataConfig) -> list[str]:
     For checks before the first step (:mod:`shrink.preflight`): the out-of-scope label of an
     explicitly enabled rule is looked up here in a second, not by the first benchmark an hour in.
     """
-    rows = _read_source(cfg.source, cfg)
-    names = {label for _, label in rows["train"]}
-    return sorted(names & set(cfg.labels) if cfg.labels else names)
+    return sorted({label for _, label in _selected_rows(cfg)["train"]})
 
 
-def load_dataset(cfg: DataConfig):
-    """Turn a data spec into the canonical DatasetDict (``train``/``validation``/``test``)."""
-    import datasets
-
+def _selected_rows(cfg: DataConfig) -> Rows:
+    """The source's rows, only those of ``data.labels`` when it lists some (each must be in the training split)."""
     rows = _read_source(cfg.source, cfg)
     if cfg.labels:
         wanted = set(cfg.labels)
@@ -288,6 +284,14 @@ def load_dataset(cfg: DataConfig):
         if unknown:
             raise ShrinkError(f"{cfg.source}: data.labels names labels not in the training split: {unknown[:5]}")
         rows = {s: [r for r in rs if r[1] in wanted] for s, rs in rows.items()}
+    return rows
+
+
+def load_dataset(cfg: DataConfig):
+    """Turn a data spec into the canonical DatasetDict (``train``/``validation``/``test``)."""
+    import datasets
+
+    rows = _selected_rows(cfg)
     if cfg.max_per_class:
         rows = {s: _subsample(rs, cfg.max_per_class, cfg.seed) for s, rs in rows.items()}
     for split, rs in rows.items():

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from shrink.artifact import META_FILE, ArtifactMeta, read_meta
-from shrink.config import DistillConfig, check_trial, layers_for_depth, save_yaml, to_dict
+from shrink.config import DistillConfig, SearchConfig, check_trial, from_dict, layers_for_depth, save_yaml, to_dict
 from shrink.data import load_prepared
 from shrink.errors import ShrinkError
 from shrink.finetune import encode_splits, train_and_save
@@ -213,6 +213,8 @@ def select_best_student(student_dirs: list[str | Path], out_dir: str | Path, tol
     """
     import shutil
 
+    # The component receives the tolerance as a bare float: SearchConfig's own rule checks it.
+    from_dict(SearchConfig, {"select_tolerance": tolerance}, "distill.search")
     if not student_dirs:
         raise ShrinkError("select_student: no students to choose from (did every distillation trial fail?)")
     trials = []
@@ -233,8 +235,6 @@ def select_best_student(student_dirs: list[str | Path], out_dir: str | Path, tol
                 "content_hash": meta.content_hash(),
             }
         )
-    if not 0.0 <= tolerance < 1.0:
-        raise ShrinkError(f"distill.search.select_tolerance: {tolerance} must be in [0, 1)")
     best = max(t["val_accuracy"] for t in trials)
     # A float margin: a trial exactly ``tolerance`` below the best is within it, however the subtraction rounds.
     eligible = [i for i, t in enumerate(trials) if t["val_accuracy"] >= best - tolerance - 1e-9]

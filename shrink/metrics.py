@@ -8,6 +8,7 @@ checked against it by anyone, without making it a dependency.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -135,8 +136,6 @@ def paired_difference(y_true: Sequence[int], pred_a: Sequence[int], pred_b: Sequ
     Returns the accuracy difference ``a - b``, ``a_only`` (texts A gets right and B wrong),
     ``b_only``, and the two-sided ``p_value`` (1.0 when they never disagree on correctness).
     """
-    import math
-
     t = np.asarray(y_true, dtype=np.int64)
     a = np.asarray(pred_a, dtype=np.int64)
     b = np.asarray(pred_b, dtype=np.int64)
